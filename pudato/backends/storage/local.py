@@ -1,0 +1,113 @@
+"""Local-folder storage: objects are files below one root folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pudato import datasets
+from pudato.backends.storage import ObjectInfo, StorageBackend, check_key, check_prefix, sha256_of_file
+from pudato.errors import NotFound, UnsafeInput
+from pudato.protocol import DataReference
+from pudato.settings import Settings
+
+
+class LocalStorage(StorageBackend):
+    kind = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalStorage:
+        return cls(settings.storage.local_root)
+
+    def reference(self, key: str, info: ObjectInfo | None = None) -> DataReference:
+        return datasets.local_file(self._path(key), **(info.facets() if info else {}))
+
+    def put_file(self, key: str, source: Path, content_type: str | None = None) -> ObjectInfo:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._replace(target, lambda tmp: shutil.copyfile(source, tmp))
+        return self.head(key)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._replace(target, lambda tmp: Path(tmp).write_bytes(data))
+        return self.head(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._existing(key).read_bytes()
+
+    def head(self, key: str) -> ObjectInfo:
+        path = self._existing(key)
+        stat = path.stat()
+        digest = sha256_of_file(path)
+        return ObjectInfo(
+            key=key,
+            size=stat.st_size,
+            etag=hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest(),
+            version=str(stat.st_mtime_ns),
+            sha256=digest,
+            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
+        )
+
+    def list(self, prefix: str = "", limit: int = 1000) -> list[ObjectInfo]:
+        check_prefix(prefix)
+        found = []
+        for path in sorted(self.root.rglob("*")):
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and key.startswith(prefix) and not path.name.startswith(".pudato-tmp"):
+                stat = path.stat()
+                found.append(
+                    ObjectInfo(
+                        key=key,
+                        size=stat.st_size,
+                        last_modified=datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
+                    )
+                )
+                if len(found) >= limit:
+                    break
+        return found
+
+    def delete(self, key: str) -> None:
+        self._existing(key).unlink()
+
+    def copy(self, source_key: str, target_key: str) -> ObjectInfo:
+        return self.put_file(target_key, self._existing(source_key))
+
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        yield self._existing(key)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if not path.is_relative_to(self.root):
+            raise UnsafeInput(f"object key {key!r} resolves outside the storage root", key=key)
+        return path
+
+    def _existing(self, key: str) -> Path:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(f"object {key!r} does not exist in {self.root}", key=key)
+        return path
+
+    @staticmethod
+    def _replace(target: Path, write: object) -> None:
+        # Write beside the target, then rename: readers never see half a file.
+        handle, tmp = tempfile.mkstemp(prefix=".pudato-tmp-", dir=target.parent)
+        os.close(handle)
+        try:
+            write(tmp)  # type: ignore[operator]
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

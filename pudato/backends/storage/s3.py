@@ -1,0 +1,144 @@
+"""S3 storage through boto3. The sha256 of each object is kept in its metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pudato import aws, datasets
+from pudato.backends.storage import ObjectInfo, StorageBackend, check_key, check_prefix, sha256_of_file
+from pudato.errors import BackendUnavailable, NotFound, TerminalError
+from pudato.protocol import DataReference
+from pudato.settings import Settings
+
+_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+class S3Storage(StorageBackend):
+    kind = "s3"
+
+    def __init__(self, bucket: str, client: Any) -> None:
+        self.bucket = bucket
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Storage:
+        return cls(settings.storage.bucket, aws.client("s3", settings.aws))
+
+    def reference(self, key: str, info: ObjectInfo | None = None) -> DataReference:
+        return datasets.s3_object(self.bucket, key, **(info.facets() if info else {}))
+
+    def put_file(self, key: str, source: Path, content_type: str | None = None) -> ObjectInfo:
+        check_key(key)
+        digest = sha256_of_file(source)
+        extra: dict[str, Any] = {"Metadata": {"sha256": digest}}
+        if content_type:
+            extra["ContentType"] = content_type
+        with self._errors(key):
+            self.client.upload_file(str(source), self.bucket, key, ExtraArgs=extra)
+        return self.head(key)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        check_key(key)
+        extra: dict[str, Any] = {}
+        if content_type:
+            extra["ContentType"] = content_type
+        with self._errors(key):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                Metadata={"sha256": hashlib.sha256(data).hexdigest()},
+                **extra,
+            )
+        return self.head(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        check_key(key)
+        with self._errors(key):
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def head(self, key: str) -> ObjectInfo:
+        check_key(key)
+        with self._errors(key):
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        return ObjectInfo(
+            key=key,
+            size=response["ContentLength"],
+            etag=response.get("ETag", "").strip('"') or None,
+            version=response.get("VersionId"),
+            sha256=response.get("Metadata", {}).get("sha256"),
+            content_type=response.get("ContentType"),
+            last_modified=response["LastModified"].isoformat() if "LastModified" in response else None,
+        )
+
+    def list(self, prefix: str = "", limit: int = 1000) -> list[ObjectInfo]:
+        check_prefix(prefix)
+        found: list[ObjectInfo] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._errors(prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    found.append(
+                        ObjectInfo(
+                            key=item["Key"],
+                            size=item["Size"],
+                            etag=item.get("ETag", "").strip('"') or None,
+                            last_modified=item["LastModified"].isoformat(),
+                        )
+                    )
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    def delete(self, key: str) -> None:
+        self.head(key)  # a missing key is an error, as it is for the local backend
+        with self._errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def copy(self, source_key: str, target_key: str) -> ObjectInfo:
+        source = self.head(source_key)
+        check_key(target_key)
+        with self._errors(source_key):
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=target_key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                Metadata={"sha256": source.sha256} if source.sha256 else {},
+                MetadataDirective="REPLACE",
+            )
+        return self.head(target_key)
+
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        check_key(key)
+        suffix = "".join(Path(key).suffixes[-2:])
+        with tempfile.TemporaryDirectory(prefix="pudato-s3-") as folder:
+            target = Path(folder) / f"object{suffix}"
+            with self._errors(key):
+                self.client.download_file(self.bucket, key, str(target))
+            yield target
+
+    @contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING:
+                raise NotFound(
+                    f"object s3://{self.bucket}/{key} does not exist", bucket=self.bucket, key=key
+                ) from None
+            if code.startswith("5") or code in {"SlowDown", "RequestTimeout"}:
+                raise BackendUnavailable(f"S3 is unavailable: {code}", key=key) from None
+            raise TerminalError(f"S3 refused the request for {key!r}: {code}", key=key) from None
+        except EndpointConnectionError as exc:
+            raise BackendUnavailable(f"cannot reach S3: {exc}", key=key) from None
+        except BotoCoreError as exc:
+            raise BackendUnavailable(f"S3 request failed: {exc}", key=key) from None

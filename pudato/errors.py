@@ -1,0 +1,84 @@
+"""Pudato's exceptions.
+
+Every error Pudato raises on purpose derives from :class:`PudatoError`, and is
+sorted at the driver boundary into one of two kinds::
+
+    PudatoError
+    ├── TerminalError              the step fails; retrying cannot help
+    │   ├── InvalidCommand         malformed message, unknown action, bad payload
+    │   ├── UnsafeInput            a path, identifier or URL from a message was refused
+    │   ├── NotFound               a missing object, table or dataset
+    │   ├── QueryFailed            SQL that the engine rejected
+    │   └── ConfigurationError     a setting is missing or wrong
+    └── TransientError             the step may succeed if retried later
+        └── BackendUnavailable     a service did not answer (S3, database lock, ...)
+
+Exceptions keep their inputs as attributes and build their message from them.
+They stay picklable (``__reduce__``) because they cross worker processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PudatoError(Exception):
+    """Root of every error Pudato raises on purpose."""
+
+    kind = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.details))
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": self.message, "details": self.details}
+
+
+def _rebuild(cls: type[PudatoError], message: str, details: dict[str, Any]) -> PudatoError:
+    error = cls.__new__(cls)
+    PudatoError.__init__(error, message, **details)
+    return error
+
+
+class TerminalError(PudatoError):
+    """The step fails, and a retry would fail the same way."""
+
+    kind = "terminal"
+
+
+class TransientError(PudatoError):
+    """The step may succeed when retried: a service was busy or away."""
+
+    kind = "transient"
+
+
+class InvalidCommand(TerminalError):
+    """The message is malformed, names an unknown action, or its payload is invalid."""
+
+
+class UnsafeInput(TerminalError):
+    """A path, identifier, URL or selector taken from a message was refused."""
+
+
+class NotFound(TerminalError):
+    """A named object, table or dataset does not exist."""
+
+
+class QueryFailed(TerminalError):
+    """The SQL engine rejected a statement."""
+
+
+class ConfigurationError(TerminalError):
+    """A setting is missing or wrong."""
+
+
+class BackendUnavailable(TransientError):
+    """A backend service did not answer, or a resource was locked."""

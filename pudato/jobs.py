@@ -1,0 +1,183 @@
+"""Submit jobs: a chain, group or chord of handler steps, with ids carried everywhere.
+
+::
+
+    from pudato import jobs
+
+    job = jobs.submit(
+        jobs.chain(
+            jobs.step("storage", "put", key="raw/a.csv", source="a.csv"),
+            jobs.step("table", "load", table="a", key="raw/a.csv"),
+            jobs.step("query", "run", sql="select count(*) from a"),
+        ),
+        name="load a",
+    )
+    jobs.wait(job.job_id)
+
+Every step's command carries the job id and its own step id, so each task of
+the canvas (chord header and body included) knows both. The job and its steps
+are written to the registry as ``pending`` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from pudato.errors import InvalidCommand, NotFound
+from pudato.protocol import HANDLERS, new_id
+from pudato.registry.repository import TERMINAL, Registry, StepPlan
+from pudato.settings import Settings, get_settings
+
+JOB_HEADER = "pudato_job_id"
+
+
+@dataclass
+class Step:
+    handler: str
+    action: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    step_id: str = field(default_factory=new_id)
+
+
+@dataclass
+class Chain:
+    parts: list[Node]
+
+
+@dataclass
+class Group:
+    parts: list[Node]
+
+
+@dataclass
+class Chord:
+    header: list[Node]
+    body: Node
+
+
+Node = Union[Step, Chain, Group, Chord]
+
+
+@dataclass
+class SubmittedJob:
+    job_id: str
+    steps: list[Step]
+    async_result: Any = None
+
+
+def step(handler: str, action: str, name: str | None = None, **payload: Any) -> Step:
+    if handler not in HANDLERS:
+        raise InvalidCommand(f"unknown handler {handler!r}; known: {', '.join(HANDLERS)}", handler=handler)
+    return Step(handler, action, payload, name)
+
+
+def chain(*parts: Node) -> Chain:
+    return Chain(list(parts))
+
+
+def group(*parts: Node) -> Group:
+    return Group(list(parts))
+
+
+def chord(header: list[Node], body: Node) -> Chord:
+    return Chord(list(header), body)
+
+
+def steps_of(node: Node) -> list[Step]:
+    if isinstance(node, Step):
+        return [node]
+    if isinstance(node, Chord):
+        return [s for part in node.header for s in steps_of(part)] + steps_of(node.body)
+    return [s for part in node.parts for s in steps_of(part)]
+
+
+def describe(node: Node) -> dict[str, Any]:
+    """The canvas as JSON, kept with the job so that it can be shown and re-run."""
+    if isinstance(node, Step):
+        return {"step": node.name, "step_id": node.step_id, "handler": node.handler, "action": node.action,
+                "payload": node.payload}
+    if isinstance(node, Chord):
+        return {"chord": [describe(p) for p in node.header], "body": describe(node.body)}
+    kind = "chain" if isinstance(node, Chain) else "group"
+    return {kind: [describe(p) for p in node.parts]}
+
+
+def submit(
+    node: Node,
+    *,
+    name: str | None = None,
+    trigger: str = "api",
+    settings: Settings | None = None,
+    app: Any = None,
+    logic_version: str | None = None,
+    parent_job_id: str | None = None,
+) -> SubmittedJob:
+    settings = settings or get_settings()
+    if app is None:
+        from workers.app import app
+    job_id = new_id()
+    planned = steps_of(node)
+    Registry(settings.registry.url).create_job(
+        job_id,
+        [
+            StepPlan(step_id=s.step_id, handler=s.handler, action=s.action, name=s.name, payload=s.payload,
+                     position=i)
+            for i, s in enumerate(planned)
+        ],
+        name=name,
+        trigger=trigger,
+        canvas=describe(node),
+        parent_job_id=parent_job_id,
+        logic_version=logic_version,
+    )
+    canvas = _signature(app, node, job_id, logic_version)
+    async_result = canvas.apply_async(headers={JOB_HEADER: job_id})
+    return SubmittedJob(job_id, planned, async_result)
+
+
+def _signature(app: Any, node: Node, job_id: str, logic_version: str | None) -> Any:
+    from celery import chain as celery_chain
+    from celery import chord as celery_chord
+    from celery import group as celery_group
+
+    if isinstance(node, Step):
+        command = {
+            "handler": node.handler,
+            "action": node.action,
+            "payload": node.payload,
+            "job_id": job_id,
+            "step_id": node.step_id,
+            "step_name": node.name,
+            "logic_version": logic_version,
+        }
+        return app.signature(
+            f"pudato.{node.handler}.execute", kwargs={"command": command}, immutable=True,
+            task_id=node.step_id,
+        )
+    if isinstance(node, Chain):
+        return celery_chain(*[_signature(app, p, job_id, logic_version) for p in node.parts])
+    if isinstance(node, Group):
+        return celery_group(*[_signature(app, p, job_id, logic_version) for p in node.parts])
+    return celery_chord(
+        [_signature(app, p, job_id, logic_version) for p in node.header],
+        _signature(app, node.body, job_id, logic_version),
+    )
+
+
+def wait(job_id: str, timeout: float = 120.0, settings: Settings | None = None, poll: float = 0.1) -> dict[str, Any]:
+    """Poll the registry until the job succeeded or failed; return the job with its steps."""
+    registry = Registry((settings or get_settings()).registry.url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            job = registry.job(job_id)
+            if job["status"] in TERMINAL and all(s["status"] != "running" for s in job["steps"]):
+                return job
+        except NotFound:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} did not finish within {timeout:.0f}s")
+        time.sleep(poll)

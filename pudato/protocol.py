@@ -1,0 +1,124 @@
+"""The messages Pudato passes around, as pydantic models that round-trip through JSON.
+
+* :class:`Command`: what a step is asked to do (handler, action, payload, ids).
+* :class:`Result`: what a step did: status, inputs, outputs, executions, error.
+* :class:`Event`: something that happened (object created, table loaded, job finished).
+* :class:`DataReference`: a dataset named by :mod:`pudato.datasets`.
+* :class:`ExecutionRecord`: a statement an engine ran on the step's behalf.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HANDLERS = ("storage", "query", "table", "catalog", "transform")
+StepStatus = Literal["pending", "running", "succeeded", "failed"]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataReference(_Model):
+    """A dataset: OpenLineage namespace + name, and facts about this version of it."""
+
+    namespace: str
+    name: str
+    facets: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        separator = "" if self.namespace == "file" else "/"
+        prefix = "file://" if self.namespace == "file" else self.namespace
+        return f"{prefix}{separator}{self.name}"
+
+    def same_dataset(self, other: DataReference) -> bool:
+        return (self.namespace, self.name) == (other.namespace, other.name)
+
+
+class ExecutionRecord(_Model):
+    """A statement an engine ran for the step (SQL, a dbt invocation, ...)."""
+
+    engine: str
+    statement: str
+    started_at: datetime
+    duration_ms: float
+    rows: int | None = None
+
+
+class ErrorInfo(_Model):
+    type: str
+    message: str
+    kind: Literal["terminal", "transient", "error"] = "error"
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Command(_Model):
+    """One step's instruction to a handler."""
+
+    handler: Literal["storage", "query", "table", "catalog", "transform"]
+    action: str = Field(min_length=1, max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    job_id: str | None = None
+    step_id: str = Field(default_factory=new_id)
+    step_name: str | None = None
+    logic_version: str | None = None
+
+
+class Result(_Model):
+    """What one step did. Published to SNS and recorded in the registry."""
+
+    job_id: str | None
+    step_id: str
+    handler: str
+    action: str
+    status: Literal["succeeded", "failed"]
+    started_at: datetime
+    finished_at: datetime
+    inputs: list[DataReference] = Field(default_factory=list)
+    outputs: list[DataReference] = Field(default_factory=list)
+    executions: list[ExecutionRecord] = Field(default_factory=list)
+    data: dict[str, Any] = Field(default_factory=dict)
+    events: list[Event] = Field(default_factory=list)
+    logic_version: str | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds() * 1000
+
+
+class Event(_Model):
+    """Something that happened, fanned out on the events topic."""
+
+    type: str
+    at: datetime = Field(default_factory=utcnow)
+    job_id: str | None = None
+    step_id: str | None = None
+    dataset: DataReference | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Outcome(_Model):
+    """What a handler action returns; the handler wraps it into a :class:`Result`."""
+
+    inputs: list[DataReference] = Field(default_factory=list)
+    outputs: list[DataReference] = Field(default_factory=list)
+    executions: list[ExecutionRecord] = Field(default_factory=list)
+    data: dict[str, Any] = Field(default_factory=dict)
+    events: list[Event] = Field(default_factory=list)
+
+
+Result.model_rebuild()

@@ -1,0 +1,118 @@
+"""The registry's tables. Alembic migrations in ``migrations/versions`` create them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Job(Base):
+    """A submitted chain, group or chord, or a single ``.delay()`` step."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    step_count: Mapped[int] = mapped_column(Integer, default=1)
+    trigger: Mapped[str] = mapped_column(String(64), default="api")
+    parent_job_id: Mapped[str | None] = mapped_column(String(64))
+    canvas: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    logic_repo: Mapped[str | None] = mapped_column(Text)
+    logic_ref: Mapped[str | None] = mapped_column(String(255))
+    logic_version: Mapped[str | None] = mapped_column(String(64))
+    submitted_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Step(Base):
+    """One handler task of a job: what it was asked, what it read and wrote, how it went."""
+
+    __tablename__ = "steps"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str | None] = mapped_column(String(200))
+    handler: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    submitted_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    inputs: Mapped[list[Any] | None] = mapped_column(JSON)
+    outputs: Mapped[list[Any] | None] = mapped_column(JSON)
+    executions: Mapped[list[Any] | None] = mapped_column(JSON)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    logic_version: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StepDataset(Base):
+    """Lineage edges: a step read (``input``) or wrote (``output``) a dataset."""
+
+    __tablename__ = "step_datasets"
+    __table_args__ = (Index("ix_step_datasets_dataset", "namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_id: Mapped[str] = mapped_column(ForeignKey("steps.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    namespace: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(1024))
+    facets: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Dataset(Base):
+    """The catalog: every dataset a step wrote, plus what people registered by hand."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_datasets_namespace_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(1024))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[Any] | None] = mapped_column(JSON)
+    facets: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    last_step_id: Mapped[str | None] = mapped_column(String(64))
+    last_job_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+
+
+class RejectedMessage(Base):
+    """A message no task could run: not JSON, not decodable, or for an unknown task."""
+
+    __tablename__ = "rejected_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queue: Mapped[str | None] = mapped_column(String(255))
+    received_at: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(Text)
+    body_excerpt: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))
+
+
+class ResultEntry(Base):
+    """Celery's result backend store: task results, group results and chord counters."""
+
+    __tablename__ = "celery_results"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[bytes | None] = mapped_column(LargeBinary)
+    counter: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None]

@@ -1,0 +1,1 @@
+"""Celery wrappers around Pudato's handlers: one task module per handler queue."""

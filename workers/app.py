@@ -1,0 +1,17 @@
+"""The Celery app: ``celery -A workers.app worker -Q pudato-storage``."""
+
+from celery import Celery
+
+app = Celery("pudato")
+app.config_from_object("celeryconfig")
+
+# Task modules and signal handlers register themselves on import.
+app.conf.imports = (
+    "workers.signals",
+    "workers.storage",
+    "workers.query",
+    "workers.table",
+    "workers.catalog",
+    "workers.transform",
+)
+import workers.signals  # noqa: E402,F401  (the publishing side needs the job-id header too)

@@ -1,0 +1,48 @@
+"""The worker's consumer, with rejected messages recorded in the registry.
+
+Celery logs and drops a message it cannot decode, one for an unknown task, or
+one whose body is not a task at all. Pudato records each such message, with
+the reason, in ``rejected_messages``, so a bad producer shows up in the
+registry and not only in a worker's log. The worker keeps consuming.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+from pudato.registry.repository import Registry
+from pudato.settings import get_settings
+
+log = logging.getLogger(__name__)
+_EXCERPT = 500
+
+
+class PudatoConsumer(Consumer):
+    def on_decode_error(self, message: Any, exc: BaseException) -> None:
+        self._record(message, f"message body could not be decoded ({message.content_type}): {exc}")
+        super().on_decode_error(message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self._record(message, "message is not a Celery task message (no task name in its headers)")
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: BaseException) -> None:
+        name = (message.headers or {}).get("task")
+        self._record(message, f"unknown task {name!r}: {exc}")
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: BaseException) -> None:
+        self._record(message, f"invalid task message: {exc}")
+        super().on_invalid_task(body, message, exc)
+
+    def _record(self, message: Any, reason: str) -> None:
+        queue = (message.delivery_info or {}).get("routing_key")
+        body = message.body
+        excerpt = body[:_EXCERPT].decode("utf-8", "replace") if isinstance(body, bytes) else str(body)[:_EXCERPT]
+        try:
+            Registry(get_settings().registry.url).record_rejected(queue, reason, excerpt, self.hostname)
+        except Exception:  # the registry being away must not stop consumption
+            log.exception("could not record a rejected message: %s", reason)

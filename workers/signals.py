@@ -1,0 +1,190 @@
+"""Celery signals that record every step and fan its Result out.
+
+* ``before_task_publish``: every message a Pudato task publishes (chain
+  continuations, chord bodies) carries the job id of the task publishing it.
+* ``task_prerun`` / ``task_success`` / ``task_failure`` / ``task_retry``: a
+  :class:`StepUpdate` for the registry, written by a background drain.
+* ``task_success`` / ``task_failure``: the Result and its Events go to SNS.
+* ``worker_process_shutdown``: flush both drains; spool what the registry could not take.
+
+Only tasks named ``pudato.*`` are recorded; Celery's own tasks are not steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from celery import signals
+
+from pudato.errors import PudatoError
+from pudato.fanout import Publisher
+from pudato.protocol import ErrorInfo, Event, Result, utcnow
+from pudato.registry.recorder import StepRecorder
+from pudato.registry.repository import Registry, StepUpdate
+from pudato.settings import get_settings
+
+log = logging.getLogger(__name__)
+JOB_HEADER = "pudato_job_id"
+
+_recorder: StepRecorder | None = None
+_publisher: Publisher | None = None
+
+
+def publisher() -> Publisher | None:
+    global _publisher
+    settings = get_settings()
+    if _publisher is None and settings.fanout.enabled:
+        _publisher = Publisher(settings)
+    return _publisher
+
+
+def recorder() -> StepRecorder:
+    global _recorder
+    if _recorder is None:
+        settings = get_settings()
+        _recorder = StepRecorder(Registry(settings.registry.url), settings.registry.spool_dir, _job_finished)
+    return _recorder
+
+
+def _job_finished(update: StepUpdate, status: str) -> None:
+    fanout = publisher()
+    if fanout:
+        fanout.event(Event(type="job.finished", job_id=update.job_id, detail={"status": status}))
+
+
+def _is_step(task: Any) -> bool:
+    return bool(task and task.name and task.name.startswith("pudato."))
+
+
+def _worker_name(task: Any) -> str:
+    return getattr(task.request, "hostname", None) or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _update(task: Any, event: str, kwargs: dict[str, Any] | None, **fields: Any) -> StepUpdate:
+    from workers.steps import identify
+
+    ids = identify(task.request, kwargs)
+    raw = (kwargs or {}).get("command")
+    payload = raw.get("payload") if isinstance(raw, dict) and isinstance(raw.get("payload"), dict) else None
+    name = raw.get("step_name") if isinstance(raw, dict) else None
+    return StepUpdate(
+        event=event,  # type: ignore[arg-type]
+        step_id=ids["step_id"],
+        job_id=ids["job_id"],
+        handler=task.name.split(".")[1],
+        action=ids["action"],
+        task_id=task.request.id,
+        worker=_worker_name(task),
+        payload=payload,
+        name=name if isinstance(name, str) else None,
+        **fields,
+    )
+
+
+@signals.before_task_publish.connect
+def carry_job_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    from celery import current_task
+
+    if headers is None or headers.get(JOB_HEADER):
+        return
+    parent = current_task._get_current_object() if current_task else None
+    if parent is not None and parent.request is not None:
+        job_id = (parent.request.headers or {}).get(JOB_HEADER) if parent.request.headers else None
+        command = (parent.request.kwargs or {}).get("command")
+        job_id = job_id or (command.get("job_id") if isinstance(command, dict) else None)
+        if job_id:
+            headers[JOB_HEADER] = job_id
+            return
+    headers[JOB_HEADER] = headers.get("root_id") or headers.get("id")
+
+
+@signals.task_prerun.connect
+def step_started(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    if _is_step(task):
+        recorder().record(_update(task, "started", kwargs, started_at=utcnow()))
+
+
+@signals.task_success.connect
+def step_succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
+    if not _is_step(sender):
+        return
+    outcome = Result.model_validate(result)
+    _finish(sender, sender.request.kwargs, outcome)
+
+
+@signals.task_failure.connect
+def step_failed(sender: Any = None, exception: BaseException | None = None, kwargs: Any = None, **_: Any) -> None:
+    if not _is_step(sender):
+        return
+    details = getattr(exception, "details", None) or {}
+    if "result" in details:
+        outcome = Result.model_validate(details["result"])
+    else:
+        outcome = _result_from_exception(sender, kwargs, exception)
+    _finish(sender, kwargs, outcome)
+
+
+@signals.task_retry.connect
+def step_retried(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+    if _is_step(sender):
+        recorder().record(_update(sender, "retried", request.kwargs if request else None,
+                                  error={"type": "Retry", "message": str(reason)}))
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def flush_on_shutdown(**_: Any) -> None:
+    if _publisher is not None:
+        _publisher.drain.close(timeout=5.0)
+    if _recorder is not None:
+        _recorder.drain.close(timeout=10.0)
+
+
+def _finish(task: Any, kwargs: dict[str, Any] | None, outcome: Result) -> None:
+    recorder().record(
+        _update(
+            task,
+            "finished",
+            kwargs,
+            status=outcome.status,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+            duration_ms=outcome.duration_ms,
+            inputs=outcome.inputs,
+            outputs=outcome.outputs,
+            executions=[e.model_dump(mode="json") for e in outcome.executions],
+            data=_bounded(outcome.data),
+            logic_version=outcome.logic_version,
+            error=outcome.error.model_dump(mode="json") if outcome.error else None,
+        )
+    )
+    fanout = publisher()
+    if fanout:
+        fanout.result(outcome)
+        for event in outcome.events:
+            fanout.event(event)
+
+
+def _result_from_exception(task: Any, kwargs: Any, exception: BaseException | None) -> Result:
+    from workers.steps import identify
+
+    ids = identify(task.request, kwargs)
+    now = utcnow()
+    if isinstance(exception, PudatoError):
+        error = ErrorInfo(type=type(exception).__name__, message=exception.message, kind=exception.kind)
+    else:
+        error = ErrorInfo(type=type(exception).__name__, message=str(exception) or repr(exception))
+    return Result(
+        job_id=ids["job_id"], step_id=ids["step_id"], handler=task.name.split(".")[1], action=ids["action"],
+        status="failed", started_at=now, finished_at=now, error=error,
+    )
+
+
+def _bounded(data: dict[str, Any], limit: int = 20) -> dict[str, Any]:
+    """Keep the registry row small: query rows are capped, the Result on SNS keeps them whole."""
+    if isinstance(data.get("rows"), list) and len(data["rows"]) > limit:
+        return {**data, "rows": data["rows"][:limit], "rows_recorded": limit}
+    return data

@@ -1,0 +1,93 @@
+"""The shared body of every handler task: Command in, Result out.
+
+A task module only names its handler::
+
+    execute = handler_task("storage", "pudato.handlers.storage:StorageHandler")
+
+The handler is built once per worker process, after the fork. A failed step
+raises :class:`StepFailed`, which carries the whole :class:`Result`, so Celery
+stops the chain or chord, and the signals record and publish the Result.
+Transient failures (a service away, a lock held) are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from celery import Task
+
+from pudato.errors import InvalidCommand, TerminalError
+from pudato.handlers.base import Handler, parse_command
+from pudato.protocol import Result
+from workers.app import app
+
+JOB_HEADER = "pudato_job_id"
+MAX_TRANSIENT_RETRIES = 3
+
+
+class StepFailed(TerminalError):
+    """A step's Result says it failed. ``details['result']`` holds that Result as JSON."""
+
+
+def identify(request: Any, kwargs: dict[str, Any] | None) -> dict[str, str]:
+    """The job and step a task message belongs to, even when its command is malformed."""
+    raw = (kwargs or {}).get("command")
+    raw = raw if isinstance(raw, dict) else {}
+    headers = getattr(request, "headers", None) or {}
+    job_id = raw.get("job_id") or headers.get(JOB_HEADER) or getattr(request, "root_id", None) or request.id
+    step_id = raw.get("step_id") or request.id
+    return {"job_id": str(job_id), "step_id": str(step_id), "action": str(raw.get("action") or "unknown")}
+
+
+class HandlerTask(Task):
+    handler_path: str = ""
+    _handler: Handler | None = None
+
+    @property
+    def handler(self) -> Handler:
+        if self._handler is None:
+            module_name, _, class_name = self.handler_path.partition(":")
+            self._handler = getattr(importlib.import_module(module_name), class_name)()
+        return self._handler
+
+
+def run_step(task: HandlerTask, command: Any) -> dict[str, Any]:
+    if command is None:
+        raise InvalidCommand("message carries no 'command' keyword argument")
+    ids = identify(task.request, {"command": command})
+    if isinstance(command, dict):
+        handler = task.name.split(".")[1]
+        command = {"handler": handler, **command, "job_id": ids["job_id"], "step_id": ids["step_id"]}
+    parsed = parse_command(command)
+    result = task.handler.execute(parsed)
+    if result.status == "failed":
+        assert result.error is not None
+        if result.error.kind == "transient" and task.request.retries < MAX_TRANSIENT_RETRIES:
+            raise task.retry(countdown=2 ** task.request.retries, exc=_failure(result))
+        raise _failure(result)
+    return result.model_dump(mode="json")
+
+
+def _failure(result: Result) -> StepFailed:
+    assert result.error is not None
+    return StepFailed(
+        f"{result.handler}.{result.action} failed: {result.error.type}: {result.error.message}",
+        result=result.model_dump(mode="json"),
+    )
+
+
+def handler_task(handler: str, handler_path: str) -> Any:
+    """Define ``pudato.<handler>.execute`` on the app, bound to a handler class."""
+
+    def execute(self: HandlerTask, *upstream: Any, command: Any = None) -> dict[str, Any]:
+        # ``upstream`` holds a parent's result when a caller links a mutable signature;
+        # Pudato's own jobs use immutable ones, and a step's inputs come from its payload.
+        return run_step(self, command)
+
+    execute.__name__ = f"{handler}_execute"
+    execute.__doc__ = f"Run one {handler} command: ``execute.delay(command={{'action': ..., 'payload': ...}})``."
+    return app.task(
+        bind=True, base=HandlerTask, name=f"pudato.{handler}.execute", handler_path=handler_path,
+        acks_late=True,
+    )(execute)
