@@ -58,7 +58,6 @@ result_expires = 86_400
 result_chord_join_timeout = 60.0
 
 worker_consumer = "workers.consumer:PudatoConsumer"
-worker_hijack_root_logger = False
 worker_send_task_events = False
 timezone = "UTC"
 enable_utc = True

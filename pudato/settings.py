@@ -90,6 +90,8 @@ class Settings(BaseSettings):
         env_prefix="PUDATO_",
         env_nested_delimiter="__",
         env_file=".env",
+        # Other tools' variables may share the .env file (the Procfile's STACK_*): only ours are read.
+        dotenv_filtering="match_prefix",
         extra="forbid",
     )
 

@@ -1,0 +1,36 @@
+# Pudato: `make demo` runs the sample job end to end; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test unit integration bench stack clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pudato demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+bench: $(STAMP)
+	$(BIN)/python bench/steps_throughput.py
+	$(BIN)/python bench/chain_vs_chord.py
+	$(BIN)/python bench/fanout_publish.py
+
+stack: $(STAMP)
+	$(BIN)/honcho start
+
+clean:
+	rm -rf $(VENV) .pudato

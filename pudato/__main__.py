@@ -1,0 +1,3 @@
+from pudato.cli import main
+
+main()

@@ -1,0 +1,149 @@
+"""The ``pudato`` command: a thin layer over the library, with one error handler.
+
+Errors print as ``Error: …`` and exit 1; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+import typer
+
+from pudato.errors import PudatoError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+infra_app = typer.Typer(no_args_is_help=True, help="AWS resources: queues, dead-letter queues, topics, bucket.")
+registry_app = typer.Typer(no_args_is_help=True, help="The registry database.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Jobs and their steps.")
+app.add_typer(infra_app, name="infra")
+app.add_typer(registry_app, name="registry")
+app.add_typer(jobs_app, name="jobs")
+
+_options = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+    """Pudato: data operations for public-sector data teams."""
+    _options["debug"] = debug
+
+
+def _print_json(document: Any) -> None:
+    typer.echo(json.dumps(document, indent=2, default=str))
+
+
+@infra_app.command("up")
+def infra_up(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Create every queue, dead-letter queue, topic, subscription and the bucket (idempotent)."""
+    from pudato import infra
+    from pudato.settings import get_settings
+
+    report = infra.up(get_settings())
+    if as_json:
+        _print_json(report)
+        return
+    for name, url in report["queues"].items():
+        typer.echo(f"queue  {name:<24} {url}")
+    for name, arn in report["topics"].items():
+        typer.echo(f"topic  {name:<24} {arn}")
+    typer.echo(f"bucket {report['bucket']}")
+
+
+@infra_app.command("wait")
+def infra_wait(timeout: float = typer.Option(120.0, help="Seconds to wait.")) -> None:
+    """Wait until every queue exists (for process managers that start workers beside infra up)."""
+    import time
+
+    from pudato import aws, infra
+    from pudato.settings import get_settings
+
+    settings = get_settings()
+    names = [spec.name for spec in infra.declared_queues(settings)]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sqs = aws.client("sqs", settings.aws)
+            for name in names:
+                sqs.get_queue_url(QueueName=name)
+            return
+        except Exception as exc:  # the endpoint or a queue is not there yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"queues not ready after {timeout:.0f}s: {exc}") from None
+            time.sleep(0.5)
+
+
+@registry_app.command("upgrade")
+def registry_upgrade() -> None:
+    """Apply the registry's migrations."""
+    from pudato.registry.migrate import upgrade
+    from pudato.settings import get_settings
+
+    upgrade(get_settings().registry.url)
+    typer.echo("registry is up to date")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """A job's status and its steps, with inputs and outputs."""
+    from pudato.registry.repository import Registry
+    from pudato.report import format_job, job_document
+    from pudato.settings import get_settings
+
+    job = Registry(get_settings().registry.url).job(job_id)
+    _print_json(job_document(job)) if as_json else typer.echo(format_job(job))
+
+
+@jobs_app.command("list")
+def jobs_list(limit: int = 20) -> None:
+    """The most recent jobs."""
+    from pudato.registry.repository import Registry
+    from pudato.settings import get_settings
+
+    for job in Registry(get_settings().registry.url).jobs(limit):
+        typer.echo(f"{job['id']}  {job['status']:<9} {job['submitted_at']}  {job.get('name') or ''}")
+
+
+@app.command()
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="Print the job as one JSON document."),
+    state_dir: Path | None = typer.Option(None, help="Keep the demo's state here (default: a temp folder)."),
+) -> None:
+    """Run the sample job end to end: moto, a SQLite registry, one worker per queue."""
+    from pudato import demo as sample
+    from pudato.report import format_job, format_rows, job_document
+
+    if not as_json:
+        typer.echo("starting moto, the registry and a worker per queue …", err=True)
+    job = sample.run(state_dir)
+    if as_json:
+        _print_json(job_document(job))
+    else:
+        typer.echo(format_job(job))
+        query = next((s for s in job["steps"] if s["handler"] == "query"), None)
+        if query and query.get("data"):
+            typer.echo("\n" + format_rows(query["data"]["columns"], query["data"]["rows"]))
+        typer.echo(f"\nstate kept in {job['state_dir']}")
+    if job["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except (PudatoError, TimeoutError) as exc:
+        if _options["debug"]:
+            traceback.print_exc()
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,86 @@
+"""The demo: the sample job end to end, on embedded defaults.
+
+It starts moto for the run (S3, SQS, SNS), uses a SQLite registry and a DuckDB
+warehouse in a fresh state folder, starts one worker per queue, and submits a
+chord: store both Los Angeles General Fund Revenue releases and load each into
+a table (in parallel), then query them together.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pudato import infra, jobs, local
+from pudato.registry.migrate import upgrade
+from pudato.registry.repository import Registry
+from pudato.settings import get_settings, reset_settings
+
+DATA = Path(__file__).parent / "demo_data"
+RELEASES = {
+    "fy2017_18": "la_budget/general_fund_revenue_fy2017-18.csv",
+    "fy2021_22": "la_budget/general_fund_revenue_fy2021-22.csv",
+}
+
+COMPARE_SQL = """
+with y2017 as (
+    select lpad(dept_code, 2, '0') as dept, max(department_name) as department,
+           sum(try_cast(_2016_17_adopted_budget as decimal(18, 2))) as adopted_2016_17
+    from raw_gf_revenue_fy2017_18 group by all
+), y2021 as (
+    select lpad(dept_code, 2, '0') as dept, max(dept_name) as department,
+           sum(try_cast(_2021_22_adopted as decimal(18, 2))) as adopted_2021_22
+    from raw_gf_revenue_fy2021_22 group by all
+)
+select coalesce(y2021.dept, y2017.dept) as dept,
+       coalesce(y2021.department, y2017.department) as department,
+       y2017.adopted_2016_17, y2021.adopted_2021_22
+from y2017 full join y2021 using (dept)
+order by coalesce(y2021.adopted_2021_22, 0) desc
+limit 10
+"""
+
+
+def sample_job() -> jobs.Node:
+    loads = [
+        jobs.chain(
+            jobs.step("storage", "put", name=f"ingest_{release}", key=key, source=key),
+            jobs.step("table", "load", name=f"load_{release}", table=f"raw_gf_revenue_{release}", key=key,
+                      all_varchar=True),
+        )
+        for release, key in RELEASES.items()
+    ]
+    return jobs.chord(loads, jobs.step("query", "run", name="compare_releases", sql=COMPARE_SQL))
+
+
+def run(state_dir: Path | None = None, timeout: float = 180.0) -> dict[str, Any]:
+    """Run the demo; returns the finished job with its steps."""
+    state = Path(state_dir or tempfile.mkdtemp(prefix="pudato-demo-")).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    with local.moto_server(log_path=state / "moto.log") as endpoint:
+        env = {
+            "PUDATO_AWS__ENDPOINT_URL": endpoint,
+            "PUDATO_AWS__ACCESS_KEY_ID": "demo",
+            "PUDATO_AWS__SECRET_ACCESS_KEY": "demo",
+            "PUDATO_STORAGE__BACKEND": "s3",
+            "PUDATO_STORAGE__IMPORT_ROOTS": f'["{DATA}"]',
+            "PUDATO_REGISTRY__URL": f"sqlite:///{state}/registry.db",
+            "PUDATO_REGISTRY__SPOOL_DIR": str(state / "spool"),
+            "PUDATO_WAREHOUSE__PATH": str(state / "warehouse.duckdb"),
+        }
+        os.environ.update(env)
+        reset_settings()
+        settings = get_settings()
+        infra.up(settings)
+        upgrade(settings.registry.url)
+        with local.workers(env, log_dir=state / "logs"):
+            submitted = jobs.submit(sample_job(), name="la-general-fund-revenue", trigger="demo")
+            job = jobs.wait(submitted.job_id, timeout=timeout)
+    job["state_dir"] = str(state)
+    return job
+
+
+def registry_for(job: dict[str, Any]) -> Registry:
+    return Registry(f"sqlite:///{job['state_dir']}/registry.db")

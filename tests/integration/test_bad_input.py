@@ -1,0 +1,65 @@
+"""Malformed messages get a clear error in the registry; no worker crashes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pudato import jobs
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ({"action": "frobnicate", "payload": {}},
+         "unknown action 'frobnicate' for the storage handler; known actions: copy, delete, get, head, list, put"),
+        ({"action": "head", "payload": {}}, "invalid payload for storage.head: key: Field required"),
+        ({"action": "list", "payload": {"limit": "lots"}}, "limit: Input should be a valid integer"),
+        ({"action": "put", "payload": {"key": "x", "content": "a", "surprise": 1}}, "surprise: Extra inputs"),
+        ({"action": "head", "payload": {"key": "../../etc/passwd"}}, "has an empty, '.' or '..' segment"),
+        ("not json at all", "command is not valid JSON"),
+        (None, "message carries no 'command'"),
+    ],
+    ids=["unknown-action", "missing-field", "mistyped-field", "extra-field", "unsafe-key", "not-json", "no-command"],
+)
+def test_bad_commands_fail_with_a_clear_error(stack, command, expected):
+    from workers.storage import execute
+
+    sent = execute.delay(command=command) if command is not None else execute.delay()
+    record = jobs.wait(sent.id, timeout=60)
+    (step,) = record["steps"]
+    assert record["status"] == "failed"
+    assert step["status"] == "failed"
+    assert expected in step["error"]["message"], step["error"]
+
+
+def test_a_body_that_is_not_json_is_recorded_and_skipped(stack):
+    sqs = stack.client("sqs")
+    url = sqs.get_queue_url(QueueName="pudato-storage")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="{this is not json")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not stack.registry.rejected_messages():
+        time.sleep(0.2)
+    rejected = stack.registry.rejected_messages()
+    assert rejected, "the worker did not record the message it could not read"
+    assert "{this is not json" in rejected[-1]["body_excerpt"]
+    assert rejected[-1]["worker"].startswith("storage@")
+    assert stack.workers["storage"].poll() is None
+    after = jobs.wait(jobs.submit(jobs.step("storage", "list")).job_id, timeout=60)
+    assert after["status"] == "succeeded"
+
+
+def test_a_pickled_message_is_refused(stack):
+    from workers.app import app
+
+    before = len(stack.registry.rejected_messages())
+    app.send_task("pudato.storage.execute", kwargs={"command": {"action": "list"}}, serializer="pickle")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(stack.registry.rejected_messages()) == before:
+        time.sleep(0.2)
+    rejected = stack.registry.rejected_messages()[before:]
+    assert rejected and "pickle" in rejected[0]["reason"]
+    assert stack.workers["storage"].poll() is None
