@@ -41,7 +41,8 @@ class PudatoConsumer(Consumer):
     def _record(self, message: Any, reason: str) -> None:
         queue = (message.delivery_info or {}).get("routing_key")
         body = message.body
-        excerpt = body[:_EXCERPT].decode("utf-8", "replace") if isinstance(body, bytes) else str(body)[:_EXCERPT]
+        text = body[:_EXCERPT].decode("utf-8", "backslashreplace") if isinstance(body, bytes) else str(body)[:_EXCERPT]
+        excerpt = text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
         try:
             Registry(get_settings().registry.url).record_rejected(queue, reason, excerpt, self.hostname)
         except Exception:  # the registry being away must not stop consumption

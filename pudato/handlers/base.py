@@ -72,8 +72,17 @@ def parse_command(raw: Any) -> Command:
         raise InvalidCommand(describe_validation_error(exc, "command")) from None
 
 
+class PingPayload(Payload):
+    pass
+
+
 class Handler:
-    """Base class: subclasses set ``name`` and decorate their actions."""
+    """Base class: subclasses set ``name`` and decorate their actions.
+
+    Every handler answers ``ping``: a step that does no work, for health checks
+    through the whole path (queue, worker, signals, registry, fan-out) and for
+    measuring that path's own cost.
+    """
 
     name: ClassVar[str]
     _actions: ClassVar[dict[str, tuple[str, type[Payload]]]]
@@ -85,6 +94,10 @@ class Handler:
             marker = getattr(getattr(cls, attribute), "__pudato_action__", None)
             if marker:
                 cls._actions[marker[0]] = (attribute, marker[1])
+
+    @action("ping", PingPayload)
+    def ping(self, payload: PingPayload) -> Outcome:
+        return Outcome(data={"pong": self.name})
 
     @classmethod
     def action_names(cls) -> list[str]:
