@@ -78,10 +78,13 @@ class Drain:
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what can be delivered in ``timeout``, spool the rest, stop the thread."""
-        if self.flush(timeout):
-            self._stopping.set()
-            return
+        delivered = self.flush(timeout)
         self._stopping.set()
+        if delivered:
+            return
+        if self._thread is not None and self._thread is not threading.current_thread():
+            # The thread spools the batch it holds once it sees the stop; wait for that.
+            self._thread.join(self._max_backoff_s + 5.0)
         self._spool_remaining()
 
     # -- the thread ------------------------------------------------------------
@@ -110,21 +113,23 @@ class Drain:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            size = len(batch)  # deliver() may consume the list as it goes
             self._deliver_with_retry(batch)
             with self._pending_lock:
-                self._pending -= len(batch)
+                self._pending -= size
                 self._pending_lock.notify_all()
 
     def _deliver_with_retry(self, batch: list[Any]) -> None:
         attempt = 0
+        size = len(batch)
         while True:
             try:
                 self._deliver(batch)
-                self.delivered += len(batch)
+                self.delivered += size
                 return
             except Exception as exc:
                 if not self._is_transient(exc):
-                    self.dropped += len(batch)
+                    self.dropped += size
                     log.exception("%s: dropped %d item(s) after a permanent error", self.name, len(batch))
                     return
                 if self._stopping.is_set():

@@ -62,7 +62,8 @@ def up(settings: Settings) -> dict[str, Any]:
     s3 = aws.client("s3", settings.aws)
     queue_urls: dict[str, str] = {}
     queue_arns: dict[str, str] = {}
-    for spec in declared_queues(settings):
+    # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
+    for spec in sorted(declared_queues(settings), key=lambda q: q.dead_letter_queue is not None):
         attributes = {"VisibilityTimeout": str(spec.visibility_timeout_s)}
         if spec.dead_letter_queue:
             attributes["RedrivePolicy"] = json.dumps(
@@ -128,5 +129,17 @@ def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
         else:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            raise
+        if exc.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+            raise  # BucketAlreadyExists: somebody else owns that name
+    # As infra/bucket.tf declares: private, versioned, encrypted at rest.
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+    )

@@ -138,12 +138,13 @@ def workers(
     pool: str = "prefork",
     log_dir: Path | None = None,
     cwd: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     """One Celery worker process per handler queue, each consuming only its own queue."""
     started: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for handler in handlers:
-            started[handler] = start_worker(handler, env, concurrency, pool, log_dir, cwd)
+            started[handler] = start_worker(handler, env, concurrency, pool, log_dir, cwd, extra_args=extra_args)
         for handler, process in started.items():
             wait_for_worker(process, handler, log_dir)
         yield started
@@ -155,6 +156,7 @@ def workers(
 def start_worker(
     handler: str, env: dict[str, str], concurrency: int = 1, pool: str = "prefork",
     log_dir: Path | None = None, cwd: Path | None = None, name: str | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pudato-workers-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +164,7 @@ def start_worker(
     command = [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", f"pudato-{handler}",
         "-n", f"{name or handler}@%h", "-c", str(concurrency), "-P", pool, "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "-f", str(log_file),
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "-f", str(log_file), *extra_args,
     ]
     process = subprocess.Popen(
         command, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=open(log_file, "ab"),
