@@ -26,6 +26,8 @@ class PudatoError(Exception):
     """Root of every error Pudato raises on purpose."""
 
     kind = "error"
+    # What the step did before it failed (a pudato.protocol.Outcome), if anything.
+    outcome: Any = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)

@@ -112,9 +112,16 @@ def submit(
     trigger: str = "api",
     settings: Settings | None = None,
     app: Any = None,
+    logic_repo: str | None = None,
+    logic_ref: str | None = None,
     logic_version: str | None = None,
     parent_job_id: str | None = None,
 ) -> SubmittedJob:
+    """Record the job and its steps as pending, then send the canvas.
+
+    ``logic_version`` must already be a full commit SHA (``pudato.logic`` resolves
+    refs at submission); every step of the job runs that commit.
+    """
     settings = settings or get_settings()
     if app is None:
         from workers.app import app
@@ -131,14 +138,17 @@ def submit(
         trigger=trigger,
         canvas=describe(node),
         parent_job_id=parent_job_id,
+        logic_repo=logic_repo,
+        logic_ref=logic_ref,
         logic_version=logic_version,
     )
-    canvas = _signature(app, node, job_id, logic_version)
+    pin = {"logic_repo": logic_repo, "logic_version": logic_version}
+    canvas = _signature(app, node, job_id, pin)
     async_result = canvas.apply_async(headers={JOB_HEADER: job_id})
     return SubmittedJob(job_id, planned, async_result)
 
 
-def _signature(app: Any, node: Node, job_id: str, logic_version: str | None) -> Any:
+def _signature(app: Any, node: Node, job_id: str, pin: dict[str, str | None]) -> Any:
     from celery import chain as celery_chain
     from celery import chord as celery_chord
     from celery import group as celery_group
@@ -151,19 +161,19 @@ def _signature(app: Any, node: Node, job_id: str, logic_version: str | None) -> 
             "job_id": job_id,
             "step_id": node.step_id,
             "step_name": node.name,
-            "logic_version": logic_version,
+            **pin,
         }
         return app.signature(
             f"pudato.{node.handler}.execute", kwargs={"command": command}, immutable=True,
             task_id=node.step_id,
         )
     if isinstance(node, Chain):
-        return celery_chain(*[_signature(app, p, job_id, logic_version) for p in node.parts])
+        return celery_chain(*[_signature(app, p, job_id, pin) for p in node.parts])
     if isinstance(node, Group):
-        return celery_group(*[_signature(app, p, job_id, logic_version) for p in node.parts])
+        return celery_group(*[_signature(app, p, job_id, pin) for p in node.parts])
     return celery_chord(
-        [_signature(app, p, job_id, logic_version) for p in node.header],
-        _signature(app, node.body, job_id, logic_version),
+        [_signature(app, p, job_id, pin) for p in node.header],
+        _signature(app, node.body, job_id, pin),
     )
 
 

@@ -74,6 +74,8 @@ class Command(_Model):
     job_id: str | None = None
     step_id: str = Field(default_factory=new_id)
     step_name: str | None = None
+    # The analysts' logic repository and the full commit SHA the job is pinned to.
+    logic_repo: str | None = None
     logic_version: str | None = None
 
 
@@ -119,6 +121,8 @@ class Outcome(_Model):
     executions: list[ExecutionRecord] = Field(default_factory=list)
     data: dict[str, Any] = Field(default_factory=dict)
     events: list[Event] = Field(default_factory=list)
+    # The commit that actually ran (a checkout's HEAD), which wins over the command's.
+    logic_version: str | None = None
 
 
 Result.model_rebuild()

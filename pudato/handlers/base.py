@@ -9,6 +9,9 @@ A handler is a plain class. Each action is a method decorated with
         @action("head", HeadPayload)
         def head(self, payload: HeadPayload) -> Outcome: ...
 
+An action that needs the step's identity (job id, logic repository and
+version) declares a second parameter and receives the :class:`Command`.
+
 :meth:`Handler.execute` never raises for a bad command or a failing action: the
 error lands in the returned :class:`~pudato.protocol.Result`, so a worker keeps
 running and the registry records why the step failed.
@@ -112,7 +115,9 @@ class Handler:
             error = ErrorInfo(
                 type=type(exc).__name__, message=exc.message, kind=exc.kind, details=_jsonable(exc.details)
             )
-            return self._result(command, started_at, clock, Outcome(), error)
+            # A failure may still carry what was done before it (the dbt nodes that ran).
+            partial = exc.outcome if isinstance(exc.outcome, Outcome) else Outcome()
+            return self._result(command, started_at, clock, partial, error)
         except Exception as exc:  # an engine or driver error we did not classify
             log.exception("%s.%s failed", self.name, command.action)
             error = ErrorInfo(type=type(exc).__name__, message=str(exc) or repr(exc))
@@ -138,7 +143,10 @@ class Handler:
             raise InvalidCommand(
                 describe_validation_error(exc, f"payload for {self.name}.{command.action}")
             ) from None
-        return getattr(self, method_name)(payload)
+        method = getattr(self, method_name)
+        if method.__code__.co_argcount > 2:
+            return method(payload, command)
+        return method(payload)
 
     def _result(
         self,
@@ -162,7 +170,7 @@ class Handler:
             executions=outcome.executions,
             data=outcome.data,
             events=[e.model_copy(update={"job_id": command.job_id, "step_id": command.step_id}) for e in outcome.events],
-            logic_version=command.logic_version,
+            logic_version=outcome.logic_version or command.logic_version,
             error=error,
         )
 
