@@ -49,6 +49,14 @@ class WarehouseSettings(_Section):
     max_rows: int = 10_000
 
 
+class LogicSettings(_Section):
+    """The analysts' logic repositories: where checkouts are cached, which URLs are allowed."""
+
+    cache_dir: Path = Path(".pudato/logic")
+    allowed_schemes: list[str] = Field(default_factory=lambda: ["https", "ssh", "file"])
+    allow_local_paths: bool = True
+
+
 class RegistrySettings(_Section):
     url: str = "sqlite:///.pudato/registry.db"
     # Step records that could not be written before a worker stopped wait here.
@@ -99,6 +107,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    logic: LogicSettings = Field(default_factory=LogicSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)
 
