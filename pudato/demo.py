@@ -26,11 +26,11 @@ RELEASES = {
 
 COMPARE_SQL = """
 with y2017 as (
-    select lpad(dept_code, 2, '0') as dept, max(department_name) as department,
+    select {dept} as dept, max(department_name) as department,
            sum(try_cast(_2016_17_adopted_budget as decimal(18, 2))) as adopted_2016_17
     from raw_gf_revenue_fy2017_18 group by all
 ), y2021 as (
-    select lpad(dept_code, 2, '0') as dept, max(dept_name) as department,
+    select {dept} as dept, max(dept_name) as department,
            sum(try_cast(_2021_22_adopted as decimal(18, 2))) as adopted_2021_22
     from raw_gf_revenue_fy2021_22 group by all
 )
@@ -40,7 +40,7 @@ select coalesce(y2021.dept, y2017.dept) as dept,
 from y2017 full join y2021 using (dept)
 order by coalesce(y2021.adopted_2021_22, 0) desc
 limit 10
-"""
+""".format(dept="case when regexp_matches(dept_code, '^[0-9]+$') then lpad(dept_code, 2, '0') else dept_code end")
 
 
 def sample_job() -> jobs.Node:

@@ -28,9 +28,10 @@ def format_job(job: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_rows(columns: list[str], rows: list[list[Any]]) -> str:
-    table = [columns] + [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+def format_rows(columns: list[Any], rows: list[list[Any]]) -> str:
+    names = [c["name"] if isinstance(c, dict) else str(c) for c in columns]
+    table = [names] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(names))]
     out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)

@@ -23,6 +23,8 @@ jobs_app = typer.Typer(no_args_is_help=True, help="Jobs and their steps.")
 app.add_typer(infra_app, name="infra")
 app.add_typer(registry_app, name="registry")
 app.add_typer(jobs_app, name="jobs")
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: look at them, re-drive them.")
+app.add_typer(dlq_app, name="dlq")
 
 _options = {"debug": False}
 
@@ -106,6 +108,41 @@ def jobs_list(limit: int = 20) -> None:
 
     for job in Registry(get_settings().registry.url).jobs(limit):
         typer.echo(f"{job['id']}  {job['status']:<9} {job['submitted_at']}  {job.get('name') or ''}")
+
+
+@app.command()
+def queues(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Per queue: messages visible, in flight, delayed, and in its dead-letter queue."""
+    from pudato import queues as queue_depths
+    from pudato.settings import get_settings
+
+    rows = queue_depths.depths(get_settings())
+    if as_json:
+        _print_json(rows)
+        return
+    typer.echo(f"{'queue':<20} {'visible':>8} {'in flight':>10} {'delayed':>8} {'dead':>6}")
+    for row in rows:
+        typer.echo(f"{row['queue']:<20} {row['visible']:>8} {row['in_flight']:>10} {row['delayed']:>8} "
+                   f"{row['dead_letters']:>6}")
+
+
+@dlq_app.command("list")
+def dlq_list(queue: str, limit: int = 10) -> None:
+    """Show the messages in a queue's dead-letter queue (without consuming them)."""
+    from pudato import queues as dead
+    from pudato.settings import get_settings
+
+    _print_json(dead.dead_letters(get_settings(), queue, limit))
+
+
+@dlq_app.command("replay")
+def dlq_replay(queue: str, limit: int = 1000) -> None:
+    """Move a queue's dead letters back onto the queue."""
+    from pudato import queues as dead
+    from pudato.settings import get_settings
+
+    moved = dead.replay(get_settings(), queue, limit)
+    typer.echo(f"moved {moved} message(s) back to {queue}")
 
 
 @app.command()
