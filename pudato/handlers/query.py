@@ -1,0 +1,219 @@
+"""The query handler: run one SELECT over warehouse tables and stored files.
+
+The SQL comes from a message, so it runs read-only and sandboxed: DuckDB may
+read only the storage objects the payload names as ``sources`` (exposed as
+temp views) and write only the result file of ``output``. Results come back
+bounded (``limit``), or whole as a Parquet/CSV object in storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import date, datetime, time as time_of_day, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pudato.backends.storage import StorageBackend, storage_backend
+from pudato.backends.warehouse import WarehouseBackend, check_identifier, quote_identifier, warehouse_backend
+from pudato.backends.warehouse.duckdb import ENGINE, Session, parse_statements, sql_string
+from pudato.errors import InvalidCommand
+from pudato.handlers.base import Handler, Payload, action
+from pudato.handlers.csv_options import Format, format_for, utf8_file
+from pudato.protocol import DataReference, Event, ExecutionRecord, Outcome, utcnow
+from pudato.settings import Settings, get_settings
+
+_SQL_MAX = 100_000
+_DEFAULT_LIMIT = 1000
+_READERS = {"csv": "read_csv_auto", "parquet": "read_parquet", "json": "read_json_auto"}
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    format: Format | None = None
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    format: Literal["parquet", "csv"] = "parquet"
+
+
+class RunPayload(Payload):
+    sql: str = Field(min_length=1, max_length=_SQL_MAX)
+    sources: dict[str, Source] = Field(default_factory=dict)
+    limit: int | None = Field(default=None, ge=1, description="rows to return; default 1000 (or max_rows if lower)")
+    output: Output | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _aliases(cls, value: dict[str, Source]) -> dict[str, Source]:
+        for alias in value:
+            check_identifier(alias, "source alias")
+        return value
+
+
+class QueryHandler(Handler):
+    """Read-only SQL over the warehouse and storage objects."""
+
+    name = "query"
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        storage: StorageBackend | None = None,
+        warehouse: WarehouseBackend | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.storage = storage or storage_backend(self.settings)
+        self.warehouse = warehouse or warehouse_backend(self.settings)
+
+    @action("run", RunPayload)
+    def run(self, payload: RunPayload) -> Outcome:
+        max_rows = self.settings.warehouse.max_rows
+        limit = payload.limit if payload.limit is not None else min(_DEFAULT_LIMIT, max_rows)
+        if limit > max_rows:
+            raise InvalidCommand(f"limit {limit} is above the maximum of {max_rows} (warehouse.max_rows)")
+        sql = _single_select(payload.sql)
+        if payload.output:
+            self.storage.reference(payload.output.key)  # refuse a bad key before any work
+        with ExitStack() as stack:
+            views, inputs, files = self._sources(stack, payload.sources)
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pudato-query-")))
+            with self.warehouse.session(read_only=True) as session:
+                session.restrict(files=files, directories=[workdir])
+                for alias, reader in views.items():
+                    view = f"CREATE TEMP VIEW {quote_identifier(alias)} AS SELECT * FROM {reader}"
+                    session.execute(view, record=False)
+                tables = session.tables_read(sql, skip=list(views))
+                inputs = [self.warehouse.reference(t) for t in tables] + inputs
+                if payload.output:
+                    target = workdir / f"result.{payload.output.format}"
+                    columns, written = _copy(session, sql, payload.output.format, target)
+                else:
+                    started_at, clock = utcnow(), time.perf_counter()
+                    cursor = session.execute(sql, record=False)
+                    columns = _columns(cursor.description)
+                    fetched = cursor.fetchmany(limit + 1)
+                    session.executions.append(_record(sql, started_at, clock, min(len(fetched), limit)))
+            if payload.output:
+                # Upload after closing the warehouse: other workers need not wait on the network.
+                return self._store(payload.output, target, columns, written, inputs, session.executions)
+        rows = [[_jsonable(v) for v in row] for row in fetched[: limit]]
+        return Outcome(
+            inputs=inputs,
+            executions=session.executions,
+            data={
+                "columns": columns,
+                "rows": rows,
+                "row_count": len(rows),
+                "truncated": len(fetched) > limit,
+            },
+        )
+
+    def _sources(
+        self, stack: ExitStack, sources: dict[str, Source]
+    ) -> tuple[dict[str, str], list[DataReference], list[Path]]:
+        """Local copies of the source objects, and the table function reading each."""
+        views: dict[str, str] = {}
+        inputs: list[DataReference] = []
+        files: list[Path] = []
+        for alias, source in sources.items():
+            info = self.storage.head(source.key)  # first: it refuses an unsafe key
+            fmt = format_for(source.key, source.format)
+            inputs.append(self.storage.reference(source.key, info))
+            path = stack.enter_context(self.storage.local_path(source.key))
+            if fmt == "csv":
+                path, _ = stack.enter_context(utf8_file(path))
+            path = path.resolve()
+            files.append(path)
+            # A view body cannot hold a statement parameter, so the path goes in as a quoted literal;
+            # it is a path we chose (a storage file or our temp copy), not text from the message.
+            views[alias] = f"{_READERS[fmt]}({sql_string(str(path))})"
+        return views, inputs, files
+
+    def _store(
+        self,
+        output: Output,
+        target: Path,
+        columns: list[dict[str, str]],
+        rows: int,
+        inputs: list[DataReference],
+        executions: list[ExecutionRecord],
+    ) -> Outcome:
+        content_type = "application/vnd.apache.parquet" if output.format == "parquet" else "text/csv"
+        info = self.storage.put_file(output.key, target, content_type)
+        written = self.storage.reference(output.key, info)
+        written = written.model_copy(update={"facets": {**written.facets, "rows": rows, "columns": columns}})
+        return Outcome(
+            inputs=inputs,
+            outputs=[written],
+            executions=executions,
+            data={"columns": columns, "row_count": rows, "object": info.model_dump(exclude_none=True)},
+            events=[Event(type="query.written", dataset=written, detail={"rows": rows, "format": output.format})],
+        )
+
+
+def _copy(session: Session, sql: str, fmt: str, target: Path) -> tuple[list[dict[str, str]], int]:
+    """COPY the whole result to ``target``; returns its columns and row count."""
+    columns = _columns(session.execute(f"SELECT * FROM (\n{sql}\n) LIMIT 0", record=False).description)
+    options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
+    # Newlines around the SQL: a trailing "-- comment" cannot swallow the closing parenthesis.
+    rows = session.write(f"COPY (\n{sql}\n) TO {sql_string(str(target))} ({options})")
+    return columns, rows
+
+
+def _columns(description: Any) -> list[dict[str, str]]:
+    return [{"name": d[0], "type": str(d[1])} for d in description]
+
+
+def _single_select(sql: str) -> str:
+    """The SQL of the one SELECT statement in ``sql``, else InvalidCommand."""
+    statements = parse_statements(sql)
+    if len(statements) != 1:
+        raise InvalidCommand(f"sql must hold exactly one statement, found {len(statements)}")
+    if statements[0].type != "SELECT":
+        raise InvalidCommand(
+            f"query.run runs SELECT statements only, not {statements[0].type}; "
+            "change tables with the table or transform handler"
+        )
+    return statements[0].query.strip()
+
+
+def _record(sql: str, started_at: datetime, clock: float, rows: int) -> ExecutionRecord:
+    return ExecutionRecord(
+        engine=ENGINE,
+        statement=sql,
+        started_at=started_at,
+        duration_ms=(time.perf_counter() - clock) * 1000,
+        rows=rows,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """A value JSON can carry: dates, decimals and the like become strings."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (datetime, date, time_of_day)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, timedelta, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
