@@ -15,7 +15,7 @@ from pudato.handlers.table import TableHandler
 from pudato.protocol import Command, Result
 from pudato.settings import Settings
 
-LA = Path(__file__).resolve().parents[1] / "data" / "la_budget"
+LA = Path(__file__).resolve().parents[2] / "pudato" / "demo_data" / "la_budget"
 FY1718 = "general_fund_revenue_fy2017-18.csv"
 FY2122 = "general_fund_revenue_fy2021-22.csv"
 

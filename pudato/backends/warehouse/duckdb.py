@@ -13,6 +13,8 @@ without the sandbox leaking into the next operation in the same process.
 
 from __future__ import annotations
 
+import json
+
 import logging
 import random
 import re
@@ -76,6 +78,34 @@ def parse_statements(sql: str) -> list[Statement]:
         raise translate_error(exc, sql) from None
     finally:
         parser.close()
+
+
+def base_tables(con: duckdb.DuckDBPyConnection, sql: str) -> list[list[str]]:
+    """Every table a statement names, as [catalog, schema, table] without the empty parts; CTEs excluded."""
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    except duckdb.Error as exc:
+        raise translate_error(exc, sql) from None
+    if tree.get("error"):
+        raise QueryFailed(f"DuckDB could not parse the SQL: {tree.get('error_message', 'unknown error')}", sql=sql[:200])
+    found: list[list[str]] = []
+    ctes: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for entry in (node.get("cte_map") or {}).get("map", []):
+                ctes.add(str(entry.get("key", "")).lower())
+            if node.get("type") == "BASE_TABLE":
+                parts = [node.get("catalog_name", ""), node.get("schema_name", ""), node.get("table_name", "")]
+                found.append([p for p in parts if p])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree.get("statements", []))
+    return [parts for parts in found if not (len(parts) == 1 and parts[0].lower() in ctes)]
 
 
 def _is_lock_conflict(exc: duckdb.Error) -> bool:
@@ -192,10 +222,9 @@ class Session:
 
     def tables_read(self, sql: str, skip: Sequence[str] = ()) -> list[TableName]:
         """Stored tables and views a statement reads; names in ``skip`` (temp views) are left out."""
-        try:
-            names = self.con.get_table_names(sql, qualified=True)
-        except duckdb.Error as exc:
-            raise translate_error(exc, sql) from None
+        # From the parse tree, not get_table_names(): that binds the query and fails on
+        # valid SQL such as ``a join b using (code)`` (duckdb 1.5.5).
+        names = [".".join(parts) for parts in base_tables(self.con, sql)]
         stored = {(t.schema.lower(), t.table.lower()): t for t, _ in self.relations()}
         skipped = {s.lower() for s in skip}
         found: dict[str, TableName] = {}
