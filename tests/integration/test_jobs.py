@@ -22,16 +22,14 @@ def test_each_handler_runs_only_on_its_own_queue(stack):
         "table": jobs.step("table", "list"),
         "query": jobs.step("query", "run", sql="select 42 as answer"),
         "catalog": jobs.step("catalog", "list"),
-        "transform": jobs.step("transform", "build"),  # refused: its actions come later, but it is routed
+        "transform": jobs.step("transform", "ping"),
     }
     submitted = {handler: jobs.submit(step) for handler, step in commands.items()}
     for handler, job in submitted.items():
         record = jobs.wait(job.job_id, timeout=60)
         (step,) = record["steps"]
+        assert step["status"] == "succeeded", step["error"]
         assert step["worker"].startswith(f"{handler}@"), (handler, step["worker"])
-    transform_step = stack.registry.job(submitted["transform"].job_id)["steps"][0]
-    assert transform_step["status"] == "failed"
-    assert "unknown action 'build'" in transform_step["error"]["message"]
 
 
 def test_three_step_chain_records_inputs_outputs_and_timings(stack):
