@@ -76,6 +76,30 @@ class StepDataset(Base):
     facets: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+class LineageEdge(Base):
+    """Dataset-to-dataset lineage: ``source`` went into ``target`` in one step.
+
+    A step's outputs derive from all of its inputs, unless an output names the
+    datasets it derives from in its ``derived_from`` facet (dbt models do: a mart
+    derives from its own upstream models and sources, not from the whole run's).
+    """
+
+    __tablename__ = "lineage_edges"
+    __table_args__ = (
+        Index("ix_lineage_edges_source", "source_namespace", "source_name"),
+        Index("ix_lineage_edges_target", "target_namespace", "target_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_id: Mapped[str] = mapped_column(ForeignKey("steps.id"), index=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    source_namespace: Mapped[str] = mapped_column(String(255))
+    source_name: Mapped[str] = mapped_column(String(1024))
+    target_namespace: Mapped[str] = mapped_column(String(255))
+    target_name: Mapped[str] = mapped_column(String(1024))
+    logic_version: Mapped[str | None] = mapped_column(String(64))
+
+
 class Dataset(Base):
     """The catalog: every dataset a step wrote, plus what people registered by hand."""
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from pudato.errors import NotFound
 from pudato.protocol import DataReference, utcnow
 from pudato.registry.database import session_scope
-from pudato.registry.models import Dataset, Job, RejectedMessage, Step, StepDataset
+from pudato.registry.models import Dataset, Job, LineageEdge, RejectedMessage, Step, StepDataset
 
 TERMINAL = ("succeeded", "failed")
 
@@ -196,6 +196,20 @@ class Registry:
     def _record_edges(session: Session, step: Step) -> None:
         for old in session.scalars(select(StepDataset).where(StepDataset.step_id == step.id)):
             session.delete(old)
+        for old_edge in session.scalars(select(LineageEdge).where(LineageEdge.step_id == step.id)):
+            session.delete(old_edge)
+        inputs = [(ref["namespace"], ref["name"]) for ref in step.inputs or []]
+        for output in step.outputs or []:
+            derived = (output.get("facets") or {}).get("derived_from")
+            sources = [(ref["namespace"], ref["name"]) for ref in derived] if derived is not None else inputs
+            for namespace, name in dict.fromkeys(sources):
+                session.add(
+                    LineageEdge(
+                        step_id=step.id, job_id=step.job_id, logic_version=step.logic_version,
+                        source_namespace=namespace, source_name=name,
+                        target_namespace=output["namespace"], target_name=output["name"],
+                    )
+                )
         for direction, refs in (("input", step.inputs or []), ("output", step.outputs or [])):
             for ref in refs:
                 session.add(
@@ -280,6 +294,15 @@ class Registry:
                     }
                 )
             return found
+
+    def edges(self, namespace: str, name: str, direction: Literal["upstream", "downstream"]) -> list[dict[str, Any]]:
+        """One hop of dataset lineage: what went into (upstream) or came out of (downstream) a dataset."""
+        if direction == "upstream":
+            match = (LineageEdge.target_namespace == namespace, LineageEdge.target_name == name)
+        else:
+            match = (LineageEdge.source_namespace == namespace, LineageEdge.source_name == name)
+        with session_scope(self.url) as session:
+            return [_row(edge) for edge in session.scalars(select(LineageEdge).where(*match).order_by(LineageEdge.id))]
 
     # -- catalog -------------------------------------------------------------
 

@@ -88,3 +88,23 @@ def test_catalog_register_search_and_missing(registry):
     assert len(found) == 1 and found[0]["tags"] == ["budget", "la"] and found[0]["description"] == "LA revenue"
     with pytest.raises(NotFound, match="not in the catalog"):
         registry.get_dataset("s3://b", "nope")
+
+
+def test_lineage_traces_both_ways_and_honours_derived_from(registry):
+    from pudato.lineage import trace
+
+    csv = datasets.s3_object("b", "raw/a.csv")
+    raw = datasets.duckdb_table("w", "raw_a")
+    stg = datasets.duckdb_table("w", "stg_a", derived_from=[{"namespace": raw.namespace, "name": raw.name}])
+    mart = datasets.duckdb_table("w", "fct_a", derived_from=[{"namespace": stg.namespace, "name": stg.name}])
+    registry.create_job("job-1", [StepPlan(step_id="load", handler="table", action="load"),
+                                  StepPlan(step_id="build", handler="transform", action="build", position=1)])
+    registry.apply(_update("finished", "load", status="succeeded", inputs=[csv], outputs=[raw]))
+    registry.apply(StepUpdate(event="finished", step_id="build", job_id="job-1", handler="transform", action="build",
+                              status="succeeded", inputs=[raw], outputs=[stg, mart], logic_version="a" * 40))
+    up = trace(registry, mart.namespace, mart.name, "upstream")
+    assert [(e["source_name"], e["target_name"]) for e in up] == [
+        ("main.stg_a", "main.fct_a"), ("main.raw_a", "main.stg_a"), ("raw/a.csv", "main.raw_a")]
+    assert up[0]["logic_version"] == "a" * 40
+    down = trace(registry, csv.namespace, csv.name, "downstream")
+    assert [e["target_name"] for e in down] == ["main.raw_a", "main.stg_a", "main.fct_a"]
