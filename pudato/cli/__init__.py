@@ -110,6 +110,67 @@ def jobs_list(limit: int = 20) -> None:
         typer.echo(f"{job['id']}  {job['status']:<9} {job['submitted_at']}  {job.get('name') or ''}")
 
 
+def _follow(job_id: str, wait: bool, as_json: bool, timeout: float) -> None:
+    from pudato import jobs
+    from pudato.report import format_job, job_document
+
+    if not wait:
+        typer.echo(job_id)
+        return
+    job = jobs.wait(job_id, timeout=timeout)
+    _print_json(job_document(job)) if as_json else typer.echo(format_job(job))
+    if job["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    pipeline: str,
+    repo: str = typer.Option(..., help="The logic repository: a URL or a local path."),
+    ref: str = typer.Option("main", help="Branch, tag or SHA; resolved to a SHA now."),
+    wait: bool = typer.Option(True, help="Wait for the job and show it."),
+    as_json: bool = typer.Option(False, "--json"),
+    timeout: float = 600.0,
+) -> None:
+    """Run a pipeline from the logic repository, every step pinned to one commit."""
+    from pudato import pipelines
+
+    submitted = pipelines.submit(pipeline, repo, ref)
+    _follow(submitted.job_id, wait, as_json, timeout)
+
+
+@app.command()
+def rerun(
+    job_id: str,
+    latest: bool = typer.Option(False, "--latest", help="Run at the ref's current head, not the recorded SHA."),
+    wait: bool = typer.Option(True, help="Wait for the job and show it."),
+    as_json: bool = typer.Option(False, "--json"),
+    timeout: float = 600.0,
+) -> None:
+    """Run a recorded job again with its recorded parameters, at its recorded SHA."""
+    from pudato import pipelines
+
+    submitted = pipelines.rerun(job_id, latest=latest)
+    _follow(submitted.job_id, wait, as_json, timeout)
+
+
+@app.command()
+def lineage(
+    namespace: str,
+    name: str,
+    downstream: bool = typer.Option(False, "--downstream", help="What was made from it (default: what made it)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Trace a dataset, e.g. `pudato lineage duckdb://warehouse main.fct_gf_revenue`."""
+    from pudato import lineage as tracing
+    from pudato.registry.repository import Registry
+    from pudato.settings import get_settings
+
+    direction = "downstream" if downstream else "upstream"
+    edges = tracing.trace(Registry(get_settings().registry.url), namespace, name, direction)
+    _print_json(edges) if as_json else typer.echo(tracing.format_trace(edges, direction) or "no lineage recorded")
+
+
 @app.command()
 def queues(as_json: bool = typer.Option(False, "--json")) -> None:
     """Per queue: messages visible, in flight, delayed, and in its dead-letter queue."""

@@ -1,0 +1,160 @@
+"""Pipelines kept in the analysts' logic repository, run pinned to one commit.
+
+A pipeline file, ``pipelines/<name>.yml`` in the logic repository, names its
+steps in order; a ``parallel`` block fans out, and the step after it waits for
+all of the block (a chord)::
+
+    name: la_revenue
+    steps:
+      - name: load
+        parallel:
+          - {name: load_a, handler: table, action: load, payload: {table: a, key: raw/a.csv}}
+          - {name: load_b, handler: table, action: load, payload: {table: b, key: raw/b.csv}}
+      - {name: build, handler: transform, action: build, payload: {}}
+
+:func:`submit` resolves the ref to a full SHA *before* anything is sent, reads the
+pipeline from that commit, and pins every step of the job to it. :func:`rerun`
+runs a recorded job again, at its recorded SHA or at the ref's current head.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pudato import jobs
+from pudato.backends.logic import logic_backend
+from pudato.errors import InvalidCommand, NotFound
+from pudato.handlers.base import describe_validation_error
+from pudato.registry.repository import Registry
+from pudato.settings import Settings, get_settings
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PipelineStep(_Strict):
+    name: str | None = None
+    handler: Literal["storage", "query", "table", "catalog", "transform"]
+    action: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class ParallelBlock(_Strict):
+    name: str | None = None
+    parallel: list[PipelineStep] = Field(min_length=1)
+
+
+class Schedule(_Strict):
+    """When beat runs the pipeline: a crontab line or an interval, on a ref's head."""
+
+    cron: str | None = None
+    every_s: float | None = Field(default=None, gt=0)
+    ref: str = "main"
+
+
+class Pipeline(_Strict):
+    name: str
+    description: str | None = None
+    schedule: Schedule | None = None
+    steps: list[PipelineStep | ParallelBlock] = Field(min_length=1)
+
+    def to_node(self) -> jobs.Node:
+        nodes: list[jobs.Node] = []
+        for entry in self.steps:
+            if isinstance(entry, ParallelBlock):
+                nodes.append(jobs.group(*[_step(s) for s in entry.parallel]))
+            elif nodes and isinstance(nodes[-1], jobs.Group):
+                nodes[-1] = jobs.chord(nodes[-1].parts, _step(entry))
+            else:
+                nodes.append(_step(entry))
+        return nodes[0] if len(nodes) == 1 else jobs.chain(*nodes)
+
+
+def _step(entry: PipelineStep) -> jobs.Step:
+    return jobs.Step(entry.handler, entry.action, dict(entry.payload), entry.name)
+
+
+def load(checkout: Path, name: str) -> Pipeline:
+    """Read ``pipelines/<name>.yml`` from a checkout; the name comes from a user, so it is checked."""
+    if not _NAME.match(name) or ".." in name:
+        raise InvalidCommand(f"pipeline name {name!r} must be letters, digits, '_', '.', '-'", pipeline=name)
+    for suffix in (".yml", ".yaml"):
+        path = checkout / "pipelines" / f"{name}{suffix}"
+        if path.is_file():
+            break
+    else:
+        raise NotFound(f"pipeline {name!r} not found: no pipelines/{name}.yml in the logic repository", pipeline=name)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InvalidCommand(f"pipeline file pipelines/{path.name} is not valid YAML: {exc}") from None
+    try:
+        return Pipeline.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidCommand(describe_validation_error(exc, f"pipeline file pipelines/{path.name}")) from None
+
+
+def submit(
+    name: str,
+    repo: str,
+    ref: str,
+    *,
+    settings: Settings | None = None,
+    before: list[jobs.Node] | None = None,
+    trigger: str = "cli",
+    app: Any = None,
+) -> jobs.SubmittedJob:
+    """Resolve ``ref`` to a SHA, read the pipeline at that SHA, submit it pinned to it."""
+    settings = settings or get_settings()
+    logic = logic_backend(settings)
+    sha = logic.resolve(repo, ref)
+    pipeline = load(logic.checkout(repo, sha).path, name)
+    node = pipeline.to_node()
+    if before:
+        node = jobs.chain(*before, node)
+    return jobs.submit(node, name=pipeline.name, trigger=trigger, settings=settings, app=app,
+                       logic_repo=repo, logic_ref=ref, logic_version=sha)
+
+
+def rerun(job_id: str, *, latest: bool = False, settings: Settings | None = None, app: Any = None) -> jobs.SubmittedJob:
+    """Run a recorded job again with its recorded steps and parameters.
+
+    At the recorded SHA by default; with ``latest``, at the current head of the
+    recorded ref. The new job names the old one as its parent.
+    """
+    settings = settings or get_settings()
+    job = Registry(settings.registry.url).job(job_id)
+    if not job.get("canvas"):
+        raise InvalidCommand(f"job {job_id} has no recorded canvas to re-run", job_id=job_id)
+    sha = job.get("logic_version")
+    if latest:
+        if not job.get("logic_repo") or not job.get("logic_ref"):
+            raise InvalidCommand(f"job {job_id} was not run from a logic repository ref; --latest needs one")
+        sha = logic_backend(settings).resolve(job["logic_repo"], job["logic_ref"])
+    return jobs.submit(
+        from_description(job["canvas"]), name=job.get("name"), trigger="rerun-latest" if latest else "rerun",
+        settings=settings, app=app, logic_repo=job.get("logic_repo"), logic_ref=job.get("logic_ref"),
+        logic_version=sha, parent_job_id=job_id,
+    )
+
+
+def from_description(document: dict[str, Any]) -> jobs.Node:
+    """Rebuild a canvas from :func:`pudato.jobs.describe`'s JSON, with fresh step ids."""
+    if "handler" in document:
+        return jobs.Step(document["handler"], document["action"], dict(document.get("payload") or {}),
+                         document.get("step"))
+    if "chord" in document:
+        return jobs.chord([from_description(p) for p in document["chord"]], from_description(document["body"]))
+    if "chain" in document:
+        return jobs.chain(*[from_description(p) for p in document["chain"]])
+    if "group" in document:
+        return jobs.group(*[from_description(p) for p in document["group"]])
+    raise InvalidCommand(f"unrecognised canvas description with keys {sorted(document)}")
