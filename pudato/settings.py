@@ -64,27 +64,56 @@ class RegistrySettings(_Section):
 
 
 class QueueSettings(_Section):
-    """Per-queue settings. Visibility must outlast the queue's longest task."""
+    """One queue's settings. Visibility must outlast the queue's longest task."""
 
     visibility_timeout_s: int
     max_receive_count: int = 5
 
 
-def _default_queues() -> dict[str, QueueSettings]:
-    return {
-        "storage": QueueSettings(visibility_timeout_s=300),
-        "query": QueueSettings(visibility_timeout_s=900),
-        "table": QueueSettings(visibility_timeout_s=900),
-        "catalog": QueueSettings(visibility_timeout_s=120),
-        "transform": QueueSettings(visibility_timeout_s=3600),
-    }
+class _QueueOverride(_Section):
+    visibility_timeout_s: int | None = None
+    max_receive_count: int | None = None
+
+
+# How long each handler's longest task may take, with room to spare.
+DEFAULT_VISIBILITY_S = {"storage": 300, "query": 900, "table": 900, "catalog": 120, "transform": 3600}
+
+
+class QueuesSettings(_Section):
+    """Per-handler queue settings; set any field alone, e.g. PUDATO_BROKER__QUEUES__QUERY__MAX_RECEIVE_COUNT."""
+
+    storage: _QueueOverride = Field(default_factory=_QueueOverride)
+    query: _QueueOverride = Field(default_factory=_QueueOverride)
+    table: _QueueOverride = Field(default_factory=_QueueOverride)
+    catalog: _QueueOverride = Field(default_factory=_QueueOverride)
+    transform: _QueueOverride = Field(default_factory=_QueueOverride)
+
+    def __getitem__(self, handler: str) -> QueueSettings:
+        override: _QueueOverride = getattr(self, handler)
+        return QueueSettings(
+            visibility_timeout_s=override.visibility_timeout_s or DEFAULT_VISIBILITY_S[handler],
+            max_receive_count=override.max_receive_count or 5,
+        )
+
+    def items(self) -> list[tuple[str, QueueSettings]]:
+        return [(handler, self[handler]) for handler in DEFAULT_VISIBILITY_S]
+
+    def values(self) -> list[QueueSettings]:
+        return [queue for _, queue in self.items()]
 
 
 class BrokerSettings(_Section):
     url: str | None = None  # default: built from the AWS settings
     wait_time_seconds: int = 1
     polling_interval: float = 0.1
-    queues: dict[str, QueueSettings] = Field(default_factory=_default_queues)
+    queues: QueuesSettings = Field(default_factory=QueuesSettings)
+
+
+class WorkerSettings(_Section):
+    """Liveness for container orchestrators: each worker touches a file while its loop runs."""
+
+    liveness_dir: Path = Path(".pudato/liveness")
+    liveness_interval_s: float = 5.0
 
 
 class FanoutSettings(_Section):
@@ -110,6 +139,7 @@ class Settings(BaseSettings):
     logic: LogicSettings = Field(default_factory=LogicSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     def queue_name(self, handler: str) -> str:
         return f"{QUEUE_PREFIX}{handler}"

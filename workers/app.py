@@ -15,3 +15,6 @@ app.conf.imports = (
     "workers.transform",
 )
 import workers.signals  # noqa: E402,F401  (the publishing side needs the job-id header too)
+from workers.liveness import Liveness  # noqa: E402
+
+app.steps["worker"].add(Liveness)

@@ -143,6 +143,19 @@ def flush_on_shutdown(**_: Any) -> None:
         _recorder.drain.close(timeout=10.0)
 
 
+def record_result(request: Any, outcome: Result) -> None:
+    """Record and publish a Result decided outside the task (the consumer saw it dead-lettered)."""
+    recorder().record(
+        StepUpdate(event="finished", step_id=outcome.step_id, job_id=outcome.job_id or outcome.step_id,
+                   handler=outcome.handler, action=outcome.action, task_id=request.id, worker=request.hostname,
+                   status=outcome.status, finished_at=outcome.finished_at,
+                   error=outcome.error.model_dump(mode="json") if outcome.error else None)
+    )
+    fanout = publisher()
+    if fanout:
+        fanout.result(outcome)
+
+
 def _finish(task: Any, kwargs: dict[str, Any] | None, outcome: Result) -> None:
     recorder().record(
         _update(

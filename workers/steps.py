@@ -41,6 +41,7 @@ def identify(request: Any, kwargs: dict[str, Any] | None) -> dict[str, str]:
 
 
 class HandlerTask(Task):
+    Request = "workers.request:PudatoRequest"
     handler_path: str = ""
     _handler: Handler | None = None
 

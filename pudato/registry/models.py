@@ -60,6 +60,8 @@ class Step(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     retries: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Every attempt's events in order: started, retried, lost, finished (with worker and time).
+    history: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class StepDataset(Base):

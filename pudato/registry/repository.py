@@ -36,7 +36,7 @@ class StepPlan(BaseModel):
 class StepUpdate(BaseModel):
     """One change to a step, as a signal saw it. ``None`` fields leave the record alone."""
 
-    event: Literal["started", "finished", "retried"]
+    event: Literal["started", "finished", "retried", "lost"]
     step_id: str
     job_id: str
     handler: str
@@ -170,8 +170,16 @@ class Registry:
 
     @staticmethod
     def _merge(step: Step, update: StepUpdate) -> None:
+        entry = {"event": update.event, "at": update.at.isoformat(), "worker": update.worker}
+        if update.status:
+            entry["status"] = update.status
+        if update.error and update.event != "finished":
+            entry["error"] = update.error.get("message")
+        step.history = [*(step.history or []), entry]  # a new list: JSON columns track assignment
+        if update.event == "lost":
+            return
         if update.event == "started":
-            if step.status in TERMINAL and step.attempts and step.task_id == update.task_id:
+            if step.status == "succeeded" and step.attempts and step.task_id == update.task_id:
                 # A redelivered message of a step that already finished: keep the outcome.
                 step.attempts += 1
                 return

@@ -64,6 +64,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "PUDATO_REGISTRY__URL": str(postgres["url"]),
             "PUDATO_REGISTRY__SPOOL_DIR": str(state / "spool"),
             "PUDATO_WAREHOUSE__PATH": str(state / "warehouse.duckdb"),
+            "PUDATO_WORKER__LIVENESS_DIR": str(state / "liveness"),
+            "PUDATO_LOGIC__CACHE_DIR": str(state / "logic"),
         }
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)

@@ -1,0 +1,60 @@
+"""The worker's task request, with lost attempts and dead-lettering recorded.
+
+When a pool process dies mid-task (SIGKILL, out of memory), Celery requeues
+the message (``task_reject_on_worker_lost``) without a signal, so the registry
+would never hear of the attempt. This request records it. SQS counts every
+receive; once a message has been received ``max_receive_count`` times, the
+queue's redrive policy moves it to the dead-letter queue instead of delivering
+it again, so the step is failed here with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery.worker.request import Request
+
+from pudato.protocol import ErrorInfo, Result, utcnow
+from pudato.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class PudatoRequest(Request):
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        exc = getattr(exc_info, "exception", None)
+        exc = getattr(exc, "exc", exc)
+        if isinstance(exc, WorkerLostError) and self.task.name.startswith("pudato."):
+            try:
+                self._record_lost(exc)
+            except Exception:  # recording must never break the consumer
+                log.exception("could not record a lost attempt of %s", self.id)
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+    def _record_lost(self, exc: BaseException) -> None:
+        from workers import signals
+        from workers.steps import identify
+
+        handler = self.task.name.split(".")[1]
+        settings = get_settings()
+        receives = int(
+            (self.delivery_info or {}).get("sqs_message", {}).get("Attributes", {}).get("ApproximateReceiveCount", 0)
+        )
+        limit = settings.broker.queues[handler].max_receive_count
+        ids = identify(self, self.kwargs)
+        base = dict(step_id=ids["step_id"], job_id=ids["job_id"], handler=handler, action=ids["action"],
+                    task_id=self.id, worker=self.hostname)
+        reason = f"worker lost during receive {receives} of {limit}: {exc}"
+        from pudato.registry.repository import StepUpdate
+
+        signals.recorder().record(StepUpdate(event="lost", error={"type": "WorkerLostError", "message": reason}, **base))
+        if receives and receives >= limit:
+            dlq = settings.dead_letter_queue_name(handler)
+            now = utcnow()
+            error = ErrorInfo(type="DeadLettered", kind="terminal",
+                              message=f"{reason}; the message moved to {dlq} (replay with `pudato dlq replay {handler}`)")
+            result = Result(job_id=ids["job_id"], step_id=ids["step_id"], handler=handler, action=ids["action"],
+                            status="failed", started_at=now, finished_at=now, error=error)
+            signals.record_result(self, result)
