@@ -39,9 +39,9 @@ class PudatoRequest(Request):
 
         handler = self.task.name.split(".")[1]
         settings = get_settings()
-        receives = int(
-            (self.delivery_info or {}).get("sqs_message", {}).get("Attributes", {}).get("ApproximateReceiveCount", 0)
-        )
+        # Request.delivery_info keeps only the AMQP fields; the SQS message is on the kombu message.
+        raw = (self.message.delivery_info or {}) if self.message is not None else {}
+        receives = int(raw.get("sqs_message", {}).get("Attributes", {}).get("ApproximateReceiveCount", 0))
         limit = settings.broker.queues[handler].max_receive_count
         ids = identify(self, self.kwargs)
         base = dict(step_id=ids["step_id"], job_id=ids["job_id"], handler=handler, action=ids["action"],
