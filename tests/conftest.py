@@ -10,11 +10,15 @@ from pudato.settings import reset_settings
 
 
 @pytest.fixture(autouse=True)
-def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    # A developer's .env or PUDATO_* variables must not leak into a test.
-    for name in list(os.environ):
-        if name.startswith("PUDATO_") and not os.environ.get("PUDATO_KEEP_ENV_IN_TESTS"):
-            monkeypatch.delenv(name, raising=False)
+def _isolated_settings(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A developer's .env or PUDATO_* variables, or the integration stack's, must not leak
+    # into a unit test; integration tests run on the stack's.
+    if request.node.get_closest_marker("integration") is None:
+        for name in list(os.environ):
+            if name.startswith("PUDATO_"):
+                monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     reset_settings()
     yield

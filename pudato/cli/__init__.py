@@ -23,6 +23,8 @@ jobs_app = typer.Typer(no_args_is_help=True, help="Jobs and their steps.")
 app.add_typer(infra_app, name="infra")
 app.add_typer(registry_app, name="registry")
 app.add_typer(jobs_app, name="jobs")
+worker_app = typer.Typer(no_args_is_help=True, help="Worker health.")
+app.add_typer(worker_app, name="worker")
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: look at them, re-drive them.")
 app.add_typer(dlq_app, name="dlq")
 
@@ -169,6 +171,17 @@ def lineage(
     direction = "downstream" if downstream else "upstream"
     edges = tracing.trace(Registry(get_settings().registry.url), namespace, name, direction)
     _print_json(edges) if as_json else typer.echo(tracing.format_trace(edges, direction) or "no lineage recorded")
+
+
+@worker_app.command("alive")
+def worker_alive(hostname: str, max_age: float = typer.Option(30.0, help="Seconds since the last touch.")) -> None:
+    """Exit 0 if the worker's liveness file is fresh (a liveness probe), else 1."""
+    from workers.liveness import is_alive
+
+    if not is_alive(hostname, max_age):
+        typer.echo(f"{hostname}: no liveness touch within {max_age:.0f}s", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{hostname}: alive")
 
 
 @app.command()

@@ -69,14 +69,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
-        os.environ["PUDATO_KEEP_ENV_IN_TESTS"] = "1"
         reset_settings()
         settings = Settings(_env_file=None)
         infra.up(settings)
         upgrade(settings.registry.url)
         with local.workers(env, log_dir=state / "logs", cwd=REPO) as processes:
             yield Stack(env, endpoint, postgres, processes, state)
-        os.environ.pop("PUDATO_KEEP_ENV_IN_TESTS", None)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
