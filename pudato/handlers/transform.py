@@ -334,7 +334,9 @@ class _Run:
             if self.verb in BUILDING_ACTIONS and status == "success" and node.resource_type in RELATIONAL:
                 if node.relation:
                     facets = {k: record[k] for k in ("unique_id", "resource_type", "status", "rows_affected",
-                                                     "execution_time", "compiled_code")}  # fmt: skip
+                                                     "execution_time")}  # fmt: skip
+                    # Model-level lineage: this relation derives from its own parents, not the whole run's.
+                    facets["derived_from"] = [{"namespace": ref.namespace, "name": ref.name} for ref in upstream]
                     outputs[node.relation] = datasets.duckdb_table(stem, node.relation, **facets)
             if self.verb != "compile" and status in RAN_STATUSES:
                 inputs.update({(ref.namespace, ref.name): ref for ref in upstream})

@@ -217,7 +217,9 @@ def test_lineage_names_models_and_sources_as_datasets(env: dict[str, Any]) -> No
     facets = result.outputs[1].facets
     assert facets["unique_id"] == "model.tiny.fct_totals" and facets["resource_type"] == "model"
     assert facets["status"] == "success" and facets["execution_time"] > 0 and "rows_affected" in facets
-    assert env["A"] in facets["compiled_code"]
+    assert env["A"] in nodes["model.tiny.fct_totals"]["compiled_code"]
+    assert facets["derived_from"] == [{"namespace": staging.namespace, "name": staging.name}]
+    assert result.outputs[0].facets["derived_from"] == [{"namespace": source.namespace, "name": source.name}]
     assert [e.type for e in result.events] == ["transform.built", "transform.built"]
     assert [e.dataset.name for e in result.events if e.dataset] == ["main.stg_orders", "main.fct_totals"]
     assert result.executions[0].engine == "dbt" and result.executions[0].statement == "dbt build"
