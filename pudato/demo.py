@@ -1,9 +1,11 @@
 """The demo: the sample job end to end, on embedded defaults.
 
 It starts moto for the run (S3, SQS, SNS), uses a SQLite registry and a DuckDB
-warehouse in a fresh state folder, starts one worker per queue, and submits a
-chord: store both Los Angeles General Fund Revenue releases and load each into
-a table (in parallel), then query them together.
+warehouse in a fresh state folder, and starts one worker per queue. It makes a
+git repository from the sample dbt project (standing for the analysts' own) and
+runs its ``la_revenue`` pipeline pinned to that repository's commit: store both
+Los Angeles General Fund Revenue releases, load each into a table (in
+parallel), build the tidy model with dbt, and query it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pudato import infra, jobs, local
+import shutil
+import subprocess
+
+from pudato import datasets, infra, jobs, lineage, local, pipelines
 from pudato.registry.migrate import upgrade
 from pudato.registry.repository import Registry
 from pudato.settings import get_settings, reset_settings
 
 DATA = Path(__file__).parent / "demo_data"
+PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 RELEASES = {
     "fy2017_18": "la_budget/general_fund_revenue_fy2017-18.csv",
     "fy2021_22": "la_budget/general_fund_revenue_fy2021-22.csv",
@@ -44,6 +50,7 @@ limit 10
 
 
 def sample_job() -> jobs.Node:
+    """The spine's job, without a logic repository: ingest, load both (a chord), compare."""
     loads = [
         jobs.chain(
             jobs.step("storage", "put", name=f"ingest_{release}", key=key, source=key),
@@ -55,10 +62,28 @@ def sample_job() -> jobs.Node:
     return jobs.chord(loads, jobs.step("query", "run", name="compare_releases", sql=COMPARE_SQL))
 
 
-def run(state_dir: Path | None = None, timeout: float = 180.0) -> dict[str, Any]:
-    """Run the demo; returns the finished job with its steps."""
+def ingest_steps() -> jobs.Node:
+    return jobs.group(*[jobs.step("storage", "put", name=f"ingest_{release}", key=key, source=key)
+                        for release, key in RELEASES.items()])
+
+
+def make_logic_repo(target: Path, project: Path = PROJECT) -> str:
+    """A git repository made from the sample dbt project, standing for the analysts' own."""
+    shutil.copytree(project, target, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml"))
+    git = ["git", "-C", str(target), "-c", "user.name=Pudato demo", "-c", "user.email=demo@pudato.invalid"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "Sample logic: LA General Fund Revenue"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def run(state_dir: Path | None = None, timeout: float = 300.0) -> dict[str, Any]:
+    """Run the demo; returns the finished job with its steps and the mart's lineage."""
     state = Path(state_dir or tempfile.mkdtemp(prefix="pudato-demo-")).resolve()
     state.mkdir(parents=True, exist_ok=True)
+    repo = state / "logic-repo"
+    if not repo.exists():
+        make_logic_repo(repo)
     with local.moto_server(log_path=state / "moto.log") as endpoint:
         env = {
             "PUDATO_AWS__ENDPOINT_URL": endpoint,
@@ -69,6 +94,8 @@ def run(state_dir: Path | None = None, timeout: float = 180.0) -> dict[str, Any]
             "PUDATO_REGISTRY__URL": f"sqlite:///{state}/registry.db",
             "PUDATO_REGISTRY__SPOOL_DIR": str(state / "spool"),
             "PUDATO_WAREHOUSE__PATH": str(state / "warehouse.duckdb"),
+            "PUDATO_LOGIC__CACHE_DIR": str(state / "logic-cache"),
+            "PUDATO_WORKER__LIVENESS_DIR": str(state / "liveness"),
         }
         os.environ.update(env)
         reset_settings()
@@ -76,8 +103,12 @@ def run(state_dir: Path | None = None, timeout: float = 180.0) -> dict[str, Any]
         infra.up(settings)
         upgrade(settings.registry.url)
         with local.workers(env, log_dir=state / "logs"):
-            submitted = jobs.submit(sample_job(), name="la-general-fund-revenue", trigger="demo")
+            submitted = pipelines.submit("la_revenue", str(repo), "main", settings=settings,
+                                         before=[ingest_steps()], trigger="demo")
             job = jobs.wait(submitted.job_id, timeout=timeout)
+    registry = Registry(settings.registry.url)
+    mart = datasets.duckdb_table(settings.warehouse.path.stem, "main.fct_gf_revenue")
+    job["lineage"] = lineage.trace(registry, mart.namespace, mart.name, "upstream")
     job["state_dir"] = str(state)
     return job
 

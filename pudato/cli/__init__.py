@@ -234,10 +234,13 @@ def demo(
     if as_json:
         _print_json(job_document(job))
     else:
+        from pudato.lineage import format_trace
+
         typer.echo(format_job(job))
         query = next((s for s in job["steps"] if s["handler"] == "query"), None)
-        if query and query.get("data"):
+        if query and query.get("data") and query["data"].get("columns"):
             typer.echo("\n" + format_rows(query["data"]["columns"], query["data"]["rows"]))
+        typer.echo("\nlineage of the mart, upstream:\n" + format_trace(job["lineage"], "upstream"))
         typer.echo(f"\nstate kept in {job['state_dir']}")
     if job["status"] != "succeeded":
         raise typer.Exit(1)
