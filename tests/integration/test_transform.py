@@ -1,0 +1,228 @@
+"""dbt on the analysts' logic repository, through SQS and real transform workers.
+
+The tests make real git repositories, submit pipelines pinned to a commit, and
+read the registry and the warehouse that the workers wrote.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pudato import datasets, jobs, lineage, local, pipelines
+from pudato.backends.warehouse.duckdb import DuckDBWarehouse
+from pudato.demo import ingest_steps, make_logic_repo
+from pudato.errors import NotFound, UnsafeInput
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MACRO = (REPO / "dbt" / "macros" / "pudato_columns.sql").read_text()
+PROJECT = "name: tiny\nversion: '1.0.0'\nconfig-version: 2\nprofile: tiny\nmodels:\n  tiny:\n    +materialized: table\n"
+SOURCES = "version: 2\nsources:\n  - name: raw\n    schema: main\n    tables:\n      - name: tiny_orders\n"
+STAGING = "select id::int as id, amount::double as amount, {{ pudato_version_columns() }}\n" \
+          "from {{ source('raw', 'tiny_orders') }}\n"
+MART = "select count(*) as n, sum(amount) as total, '{variant}' as variant, {{{{ pudato_version_columns() }}}}\n" \
+       "from {{{{ ref('tiny_stg_orders') }}}}\n"
+PIPELINE = """\
+name: tiny
+steps:
+  - {name: load, handler: table, action: load, payload: {table: tiny_orders, key: tiny/orders.csv}}
+  - {name: build, handler: transform, action: build, payload: {select: [tiny_stg_orders, tiny_fct_totals]}}
+"""
+ORDERS = "id,amount\n1,10.5\n2,20\n3,30.25\n"
+
+
+def _git(repo: Path, *args: str) -> str:
+    command = ["git", "-C", str(repo), "-c", "user.name=Analyst", "-c", "user.email=analyst@example.org", *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="module")
+def tiny(stack, tmp_path_factory):
+    """A logic repository: commit A on main, and branches for B, a broken model, and two side models."""
+    repo = tmp_path_factory.mktemp("logic") / "tiny"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    a = _commit(repo, {
+        "dbt_project.yml": PROJECT, "macros/pudato_columns.sql": MACRO, "models/sources.yml": SOURCES,
+        "models/tiny_stg_orders.sql": STAGING, "models/tiny_fct_totals.sql": MART.format(variant="a"),
+        "pipelines/tiny.yml": PIPELINE,
+    }, "A")
+    _git(repo, "checkout", "-q", "-b", "b")
+    b = _commit(repo, {"models/tiny_fct_totals.sql": MART.format(variant="b")}, "B changes the mart")
+    _git(repo, "checkout", "-q", "-b", "broken", a)
+    broken = _commit(repo, {"models/tiny_fct_totals.sql": "select no_such_column from {{ ref('tiny_stg_orders') }}\n"},
+                     "a broken mart")
+    sides = {}
+    for side in ("left", "right"):
+        _git(repo, "checkout", "-q", "-b", side, a)
+        sides[side] = _commit(repo, {f"models/tiny_{side}.sql": f"select '{side}' as side, "
+                                     "{{ pudato_version_columns() }}\n"}, f"{side} model")
+    _git(repo, "checkout", "-q", "main")
+    stack.client("s3").put_object(Bucket="pudato-test", Key="tiny/orders.csv", Body=ORDERS.encode())
+    return {"url": str(repo), "path": repo, "A": a, "B": b, "broken": broken, **sides}
+
+
+def _warehouse(stack) -> DuckDBWarehouse:
+    return DuckDBWarehouse.from_settings(stack.settings())
+
+
+def _rows(stack, sql: str) -> list[tuple]:
+    with _warehouse(stack).connect(read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def _checksum(stack, table: str) -> str:
+    """The table's content, order-free, without the per-job column."""
+    with _warehouse(stack).connect(read_only=True) as con:
+        columns = [row[0] for row in con.execute(f"describe {table}").fetchall() if row[0] != "_pudato_job_id"]
+        listed = ", ".join(f'"{c}"' for c in columns)
+        return con.execute(f"select md5(string_agg(row_text, '|' order by row_text)) from "
+                           f"(select concat_ws(',', {listed}) as row_text from {table})").fetchone()[0]
+
+
+def _transform_step(job: dict) -> dict:
+    return next(s for s in job["steps"] if s["handler"] == "transform")
+
+
+def test_each_commit_records_its_own_sha_and_version_column(stack, tiny):
+    job_a = jobs.wait(pipelines.submit("tiny", tiny["url"], "main").job_id, timeout=180)
+    assert job_a["status"] == "succeeded", _transform_step(job_a)["error"]
+    assert job_a["logic_version"] == tiny["A"]
+    assert {s["logic_version"] for s in job_a["steps"]} == {tiny["A"]}
+    assert _rows(stack, "select distinct variant, _pudato_logic_version, _pudato_job_id from tiny_fct_totals") == [
+        ("a", tiny["A"], job_a["id"])]
+
+    job_b = jobs.wait(pipelines.submit("tiny", tiny["url"], "b").job_id, timeout=180)
+    assert job_b["status"] == "succeeded"
+    assert _transform_step(job_b)["logic_version"] == tiny["B"]
+    assert _rows(stack, "select distinct variant, _pudato_logic_version from tiny_fct_totals") == [("b", tiny["B"])]
+
+
+def test_two_shas_at_once_on_two_transform_workers(stack, tiny):
+    second = local.start_worker("transform", stack.env, log_dir=stack.state / "logs" / "transform2", name="transform2")
+    try:
+        local.wait_for_worker(second, "transform2")
+        submitted = {
+            side: jobs.submit(jobs.step("transform", "build", select=[f"tiny_{side}"]), logic_repo=tiny["url"],
+                              logic_ref=side, logic_version=tiny[side])
+            for side in ("left", "right")
+        }
+        done = {side: jobs.wait(job.job_id, timeout=240) for side, job in submitted.items()}
+    finally:
+        local.stop(second)
+    workers = set()
+    for side, job in done.items():
+        step = _transform_step(job)
+        assert job["status"] == "succeeded", step["error"]
+        assert step["logic_version"] == tiny[side]
+        assert [o["name"] for o in step["outputs"]] == [f"main.tiny_{side}"]
+        assert _rows(stack, f"select side, _pudato_logic_version from tiny_{side}") == [(side, tiny[side])]
+        workers.add(step["worker"].split("@")[0])
+    assert workers == {"transform", "transform2"}
+
+
+def test_a_failing_model_fails_the_step_and_records_what_ran(stack, tiny):
+    job = jobs.wait(pipelines.submit("tiny", tiny["url"], "broken").job_id, timeout=180)
+    assert job["status"] == "failed"
+    step = _transform_step(job)
+    assert step["status"] == "failed" and step["logic_version"] == tiny["broken"]
+    assert "model.tiny.tiny_fct_totals" in step["error"]["message"]
+    assert "no_such_column" in step["error"]["message"]
+    nodes = {n["unique_id"]: n["status"] for n in step["data"]["nodes"]}
+    assert nodes["model.tiny.tiny_stg_orders"] == "success"
+    assert nodes["model.tiny.tiny_fct_totals"] == "error"
+    assert [o["name"] for o in step["outputs"]] == ["main.tiny_stg_orders"]
+
+
+def test_rerun_reproduces_the_tables_and_latest_runs_the_new_head(stack, tiny, tmp_path):
+    repo = tmp_path / "moving"
+    subprocess.run(["git", "clone", "-q", "-b", "main", tiny["url"], str(repo)], check=True)
+    first = jobs.wait(pipelines.submit("tiny", str(repo), "main").job_id, timeout=180)
+    assert first["status"] == "succeeded"
+    before = _checksum(stack, "tiny_fct_totals")
+
+    again = jobs.wait(pipelines.rerun(first["id"]).job_id, timeout=180)
+    assert again["status"] == "succeeded"
+    assert again["parent_job_id"] == first["id"] and again["logic_version"] == first["logic_version"]
+    assert _checksum(stack, "tiny_fct_totals") == before
+    assert [s["payload"] for s in again["steps"]] == [s["payload"] for s in first["steps"]]
+
+    head = _commit(repo, {"models/tiny_fct_totals.sql": MART.format(variant="later")}, "later")
+    latest = jobs.wait(pipelines.rerun(first["id"], latest=True).job_id, timeout=180)
+    assert latest["status"] == "succeeded"
+    assert latest["logic_version"] == head != first["logic_version"]
+    assert latest["parent_job_id"] == first["id"]
+    assert _rows(stack, "select distinct variant, _pudato_logic_version from tiny_fct_totals") == [("later", head)]
+
+
+@pytest.mark.parametrize(
+    ("repo", "ref", "error", "message"),
+    [
+        (None, "no-such-branch", NotFound, "no-such-branch"),
+        ("ext::sh -c touch% /tmp/pwned", "main", UnsafeInput, "transport"),
+        ("--upload-pack=touch /tmp/pwned", "main", UnsafeInput, "must not start with '-'"),
+        (None, "--output=/tmp/x", UnsafeInput, "-"),
+    ],
+    ids=["unknown-ref", "ext-transport", "option-as-url", "option-as-ref"],
+)
+def test_bad_repositories_and_refs_are_refused_before_anything_is_sent(stack, tiny, repo, ref, error, message):
+    with pytest.raises(error, match=message):
+        pipelines.submit("tiny", repo or tiny["url"], ref)
+
+
+def test_bad_transform_input_fails_the_step_with_a_clear_error(stack, tiny, tmp_path):
+    nothing = jobs.wait(jobs.submit(jobs.step("transform", "build", select=["no_model_is_called_this"]),
+                                    logic_repo=tiny["url"], logic_ref="main", logic_version=tiny["A"]).job_id,
+                        timeout=120)
+    step = _transform_step(nothing)
+    assert step["status"] == "failed" and "matched no nodes" in step["error"]["message"]
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _git(plain, "init", "-q", "-b", "main")
+    sha = _commit(plain, {"README.md": "notes, not a dbt project\n"}, "notes")
+    not_dbt = jobs.wait(jobs.submit(jobs.step("transform", "build"), logic_repo=str(plain), logic_ref="main",
+                                    logic_version=sha).job_id, timeout=120)
+    assert "is not a dbt project" in _transform_step(not_dbt)["error"]["message"]
+    assert jobs.wait(jobs.submit(jobs.step("transform", "ping")).job_id)["status"] == "succeeded"
+
+
+def test_sample_pipeline_lineage_is_traceable_both_ways(stack, tmp_path):
+    repo = tmp_path / "sample"
+    sha = make_logic_repo(repo)
+    job = jobs.wait(pipelines.submit("la_revenue", str(repo), "main", before=[ingest_steps()]).job_id, timeout=300)
+    assert job["status"] == "succeeded", [s["error"] for s in job["steps"] if s["error"]]
+    build = _transform_step(job)
+    assert build["logic_version"] == sha
+    built = {o["name"] for o in build["outputs"]}
+    assert built == {"main.stg_gf_revenue_fy2017_18", "main.stg_gf_revenue_fy2021_22",
+                     "main.int_gf_revenue_unioned", "main.fct_gf_revenue"}
+    assert {i["name"] for i in build["inputs"]} == {"main.raw_gf_revenue_fy2017_18", "main.raw_gf_revenue_fy2021_22"}
+
+    stem = stack.settings().warehouse.path.stem
+    mart = datasets.duckdb_table(stem, "main.fct_gf_revenue")
+    upstream = lineage.trace(stack.registry, mart.namespace, mart.name, "upstream")
+    names = {(e["source_name"], e["target_name"]) for e in upstream}
+    csv_key = "la_budget/general_fund_revenue_fy2017-18.csv"
+    assert ("main.stg_gf_revenue_fy2017_18", "main.int_gf_revenue_unioned") in names
+    assert ("main.raw_gf_revenue_fy2017_18", "main.stg_gf_revenue_fy2017_18") in names
+    assert (csv_key, "main.raw_gf_revenue_fy2017_18") in names
+    assert all(e["logic_version"] == sha for e in upstream if e["job_id"] == job["id"])
+
+    source = datasets.s3_object("pudato-test", csv_key)
+    downstream = {e["target_name"] for e in lineage.trace(stack.registry, source.namespace, source.name, "downstream")}
+    assert {"main.raw_gf_revenue_fy2017_18", "main.stg_gf_revenue_fy2017_18", "main.fct_gf_revenue"} <= downstream
+    assert _rows(stack, "select count(*) from fct_gf_revenue")[0][0] == 10413
