@@ -25,6 +25,8 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(jobs_app, name="jobs")
 worker_app = typer.Typer(no_args_is_help=True, help="Worker health.")
 app.add_typer(worker_app, name="worker")
+local_app = typer.Typer(no_args_is_help=True, help="Services for the local stack (used by the Procfile).")
+app.add_typer(local_app, name="local")
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: look at them, re-drive them.")
 app.add_typer(dlq_app, name="dlq")
 
@@ -102,6 +104,18 @@ def jobs_show(job_id: str, as_json: bool = typer.Option(False, "--json")) -> Non
     _print_json(job_document(job)) if as_json else typer.echo(format_job(job))
 
 
+@jobs_app.command("watch")
+def jobs_watch(job_id: str, timeout: float = typer.Option(3600.0, help="Give up after this many seconds.")) -> None:
+    """Follow a job's steps live, with a progress bar, until it finishes."""
+    from pudato.registry.repository import Registry
+    from pudato.settings import get_settings
+    from pudato.watch import watch
+
+    job = watch(Registry(get_settings().registry.url), job_id, timeout=timeout)
+    if job["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
 @jobs_app.command("list")
 def jobs_list(limit: int = 20) -> None:
     """The most recent jobs."""
@@ -171,6 +185,28 @@ def lineage(
     direction = "downstream" if downstream else "upstream"
     edges = tracing.trace(Registry(get_settings().registry.url), namespace, name, direction)
     _print_json(edges) if as_json else typer.echo(tracing.format_trace(edges, direction) or "no lineage recorded")
+
+
+@local_app.command("postgres")
+def local_postgres(
+    folder: Path = typer.Option(Path(".pudato/postgres"), help="The cluster's folder (kept across restarts)."),
+    port: int = typer.Option(5433, help="Port on 127.0.0.1."),
+) -> None:
+    """Run a project-local PostgreSQL cluster in the foreground until interrupted."""
+    from pudato.stack import run_postgres
+
+    run_postgres(folder, port)
+
+
+@local_app.command("aws")
+def local_aws(
+    port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+    state: Path = typer.Option(Path(".pudato/moto-state.json"), help="Where moto's state is kept across restarts."),
+) -> None:
+    """Run moto's server in the foreground, restoring and saving its state across restarts."""
+    from pudato.stack import run_moto
+
+    run_moto(port, state)
 
 
 @worker_app.command("alive")
