@@ -62,4 +62,6 @@ worker_send_task_events = False
 timezone = "UTC"
 enable_utc = True
 
-beat_schedule: dict = {}
+
+beat_scheduler = "workers.beat:RegistryScheduler"
+beat_max_loop_interval = 5

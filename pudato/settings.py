@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +116,18 @@ class WorkerSettings(_Section):
     liveness_interval_s: float = 5.0
 
 
+class BeatSettings(_Section):
+    """Schedules from configuration, the logic repository whose pipeline files may carry
+    schedules, and the lease that keeps one beat active (the others stand by)."""
+
+    # name -> a pudato.schedules.ScheduleSpec as JSON, e.g.
+    # {"nightly": {"pipeline": "la_revenue", "repo": "https://...", "cron": "0 2 * * *"}}
+    schedules: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    repo: str | None = None
+    ref: str = "main"
+    lease_ttl_s: float = 15.0
+
+
 class FanoutSettings(_Section):
     enabled: bool = True
     results_topic: str = "pudato-results"
@@ -140,6 +152,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    beat: BeatSettings = Field(default_factory=BeatSettings)
 
     def queue_name(self, handler: str) -> str:
         return f"{QUEUE_PREFIX}{handler}"

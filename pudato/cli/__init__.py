@@ -25,6 +25,8 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(jobs_app, name="jobs")
 worker_app = typer.Typer(no_args_is_help=True, help="Worker health.")
 app.add_typer(worker_app, name="worker")
+schedules_app = typer.Typer(no_args_is_help=True, help="Beat schedules, kept in the registry.")
+app.add_typer(schedules_app, name="schedules")
 local_app = typer.Typer(no_args_is_help=True, help="Services for the local stack (used by the Procfile).")
 app.add_typer(local_app, name="local")
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: look at them, re-drive them.")
@@ -185,6 +187,82 @@ def lineage(
     direction = "downstream" if downstream else "upstream"
     edges = tracing.trace(Registry(get_settings().registry.url), namespace, name, direction)
     _print_json(edges) if as_json else typer.echo(tracing.format_trace(edges, direction) or "no lineage recorded")
+
+
+@schedules_app.command("list")
+def schedules_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every schedule: when it runs next, when it ran last, whether it is paused."""
+    from pudato import schedules
+    from pudato.settings import get_settings
+
+    rows = schedules.listing(get_settings().registry.url)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        when = row["cron"] or f"every {row['every_s']:g}s"
+        state = "active" if row["enabled"] else "paused"
+        typer.echo(f"{row['name']:<28} {state:<7} {when:<18} next {row['next_run_at']}  last {row['last_run_at']}"
+                   f"  runs {row['run_count']}  {json.dumps(row['target'])}")
+
+
+@schedules_app.command("add")
+def schedules_add(
+    name: str,
+    pipeline: str | None = typer.Option(None, help="A pipeline in the logic repository."),
+    repo: str | None = typer.Option(None, help="The logic repository (with --pipeline)."),
+    ref: str = typer.Option("main", help="Resolved to its head's SHA at every run."),
+    step: str | None = typer.Option(None, help='Or one step as JSON: {"handler": ..., "action": ..., "payload": {}}'),
+    cron: str | None = typer.Option(None, help="minute hour day-of-month month day-of-week, in UTC."),
+    every: float | None = typer.Option(None, help="An interval in seconds."),
+) -> None:
+    """Add or change a schedule (run history and pause state are kept)."""
+    from pydantic import ValidationError
+
+    from pudato import schedules
+    from pudato.errors import InvalidCommand
+    from pudato.handlers.base import describe_validation_error
+    from pudato.settings import get_settings
+
+    try:
+        spec = schedules.ScheduleSpec(pipeline=pipeline, repo=repo, ref=ref, step=json.loads(step) if step else None,
+                                      cron=cron, every_s=every)
+    except ValidationError as exc:
+        raise InvalidCommand(describe_validation_error(exc, "schedule")) from None
+    except ValueError as exc:
+        raise InvalidCommand(f"--step is not valid JSON: {exc}") from None
+    schedules.upsert(get_settings().registry.url, name, spec)
+    typer.echo(f"schedule {name} saved")
+
+
+@schedules_app.command("remove")
+def schedules_remove(name: str) -> None:
+    """Delete a schedule."""
+    from pudato import schedules
+    from pudato.settings import get_settings
+
+    schedules.remove(get_settings().registry.url, name)
+    typer.echo(f"schedule {name} removed")
+
+
+@schedules_app.command("pause")
+def schedules_pause(name: str) -> None:
+    """Stop a schedule from firing until it is resumed."""
+    from pudato import schedules
+    from pudato.settings import get_settings
+
+    schedules.set_enabled(get_settings().registry.url, name, False)
+    typer.echo(f"schedule {name} paused")
+
+
+@schedules_app.command("resume")
+def schedules_resume(name: str) -> None:
+    """Let a paused schedule fire again, from its next slot."""
+    from pudato import schedules
+    from pudato.settings import get_settings
+
+    schedules.set_enabled(get_settings().registry.url, name, True)
+    typer.echo(f"schedule {name} resumed")
 
 
 @local_app.command("postgres")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -142,3 +142,32 @@ class ResultEntry(Base):
     value: Mapped[bytes | None] = mapped_column(LargeBinary)
     counter: Mapped[int] = mapped_column(Integer, default=0)
     expires_at: Mapped[datetime | None]
+
+
+class Schedule(Base):
+    """A job beat submits on a cron or an interval; its run times survive beat restarts."""
+
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), default="cli")  # cli | config | pipeline
+    target: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"pipeline", "repo", "ref"} or {"step": {...}}
+    cron: Mapped[str | None] = mapped_column(String(120))
+    every_s: Mapped[float | None] = mapped_column(Float)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_run_at: Mapped[datetime | None]
+    last_run_at: Mapped[datetime | None]
+    last_slot: Mapped[datetime | None]
+    last_job_id: Mapped[str | None] = mapped_column(String(64))
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime | None]
+
+
+class BeatLease(Base):
+    """Who may run the schedules: one beat holds the lease, others stand by until it expires."""
+
+    __tablename__ = "beat_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]

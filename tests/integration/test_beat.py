@@ -1,0 +1,97 @@
+"""Beat over the PostgreSQL registry: two beats, one active; hand-over and restart without
+duplicates, storms or gaps. Every fired job is recorded with what triggered it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+from pudato import jobs, local, schedules
+
+pytestmark = pytest.mark.integration
+
+EVERY_S = 3.0
+NAME = "beat-ping"
+
+
+def _start_beat(stack, label: str) -> subprocess.Popen:
+    log = stack.state / "logs" / f"beat-{label}.log"
+    env = {**os.environ, **stack.env, "PUDATO_BEAT__LEASE_TTL_S": "3",
+           "PUDATO_BEAT__SCHEDULES": json.dumps({NAME: {"step": {"handler": "storage", "action": "ping"},
+                                                        "every_s": EVERY_S}})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO", "--pidfile=",
+         "-s", str(stack.state / f"beat-{label}.db")],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), start_new_session=True)
+    process.log = log
+    return process
+
+
+def _slots(stack) -> list[datetime]:
+    fired = [j for j in stack.registry.jobs(500) if (j["name"] or "").startswith(f"{NAME}@")]
+    assert all(j["trigger"] == f"schedule:{NAME}" for j in fired)
+    return sorted(datetime.fromisoformat(j["name"].split("@", 1)[1]) for j in fired)
+
+
+def _assert_every_slot_once(slots: list[datetime]) -> None:
+    assert len(slots) == len(set(slots)), f"a slot fired twice: {slots}"
+    gaps = [(b - a).total_seconds() for a, b in zip(slots, slots[1:], strict=False)]
+    assert all(abs(gap - EVERY_S) < 0.01 for gap in gaps), f"a slot was missed: {gaps}"
+
+
+def _active(beats: dict[str, subprocess.Popen]) -> str:
+    def lines(p):
+        return [line for line in p.log.read_text().splitlines() if "now active" in line or "standing by" in line]
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        active = [label for label, p in beats.items() if lines(p) and "now active" in lines(p)[-1]]
+        if len(active) == 1:
+            return active[0]
+        time.sleep(0.2)
+    raise AssertionError("no single active beat")
+
+
+def test_two_beats_fire_each_slot_once_and_hand_over(stack):
+    beats = {label: _start_beat(stack, label) for label in ("a", "b")}
+    try:
+        time.sleep(10)
+        active = _active(beats)
+        before = _slots(stack)
+        assert len(before) >= 2
+        _assert_every_slot_once(before)
+        os.killpg(beats[active].pid, signal.SIGKILL)  # no goodbye: the lease must expire
+        beats[active].wait()
+        time.sleep(12)
+        after = _slots(stack)
+        assert len(after) >= len(before) + 2, "the standby beat did not take over"
+        _assert_every_slot_once(after)
+        standby = next(label for label in beats if label != active)
+        assert "now active" in beats[standby].log.read_text()
+    finally:
+        for process in beats.values():
+            local.stop(process)
+    row = next(r for r in schedules.listing(stack.env["PUDATO_REGISTRY__URL"]) if r["name"] == NAME)
+    assert row["last_job_id"] and jobs.wait(row["last_job_id"], timeout=60)["status"] == "succeeded"
+
+    # A restart after downtime: one catch-up run for the missed slots, then the schedule as before.
+    time.sleep(3 * EVERY_S)
+    stopped_at_slots = _slots(stack)
+    beat = _start_beat(stack, "c")
+    try:
+        time.sleep(2 * EVERY_S + 1)
+    finally:
+        local.stop(beat)
+    new = _slots(stack)[len(stopped_at_slots):]
+    assert new, "the restarted beat fired nothing"
+    assert new[0] == stopped_at_slots[-1] + timedelta(seconds=EVERY_S), "the first missed slot was not run once"
+    assert len(new) <= 4, f"a storm of missed runs: {new}"
+    row = next(r for r in schedules.listing(stack.env["PUDATO_REGISTRY__URL"]) if r["name"] == NAME)
+    assert row["run_count"] == len(_slots(stack))
