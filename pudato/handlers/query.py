@@ -14,21 +14,21 @@ import tempfile
 import time
 import uuid
 from contextlib import ExitStack
-from datetime import date, datetime, time as time_of_day, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pudato.backends.storage import StorageBackend, storage_backend
-from pudato.backends.warehouse import WarehouseBackend, check_identifier, quote_identifier, warehouse_backend
+from pudato.backends.warehouse import check_identifier, quote_identifier
 from pudato.backends.warehouse.duckdb import ENGINE, Session, parse_statements, sql_string
 from pudato.errors import InvalidCommand
-from pudato.handlers.base import Handler, Payload, action
+from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, format_for, utf8_file
+from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import DataReference, Event, ExecutionRecord, Outcome, utcnow
-from pudato.settings import Settings, get_settings
 
 _SQL_MAX = 100_000
 _DEFAULT_LIMIT = 1000
@@ -63,20 +63,10 @@ class RunPayload(Payload):
         return value
 
 
-class QueryHandler(Handler):
+class QueryHandler(WarehouseHandler):
     """Read-only SQL over the warehouse and storage objects."""
 
     name = "query"
-
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        storage: StorageBackend | None = None,
-        warehouse: WarehouseBackend | None = None,
-    ) -> None:
-        self.settings = settings or get_settings()
-        self.storage = storage or storage_backend(self.settings)
-        self.warehouse = warehouse or warehouse_backend(self.settings)
 
     @action("run", RunPayload)
     def run(self, payload: RunPayload) -> Outcome:

@@ -15,21 +15,18 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from pudato.backends.storage import StorageBackend, storage_backend
 from pudato.backends.warehouse import (
     TableName,
-    WarehouseBackend,
     check_identifier,
     parse_table_name,
     quote_identifier,
-    warehouse_backend,
 )
 from pudato.backends.warehouse.duckdb import Session
 from pudato.errors import InvalidCommand, NotFound
-from pudato.handlers.base import Handler, Payload, action
+from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, check_encoding, format_for, normalize_names, utf8_file
+from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import DataReference, Event, Outcome
-from pudato.settings import Settings, get_settings
 
 _TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ,()\[\]]*$")  # no quotes, dashes or semicolons: nothing to smuggle SQL in
 _MAX_ROWS = 10_000
@@ -108,20 +105,10 @@ class DropPayload(TablePayload):
     if_exists: bool = False
 
 
-class TableHandler(Handler):
+class TableHandler(WarehouseHandler):
     """Warehouse tables: each action opens the warehouse once and closes it before returning."""
 
     name = "table"
-
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        storage: StorageBackend | None = None,
-        warehouse: WarehouseBackend | None = None,
-    ) -> None:
-        self.settings = settings or get_settings()
-        self.storage = storage or storage_backend(self.settings)
-        self.warehouse = warehouse or warehouse_backend(self.settings)
 
     @action("create", CreatePayload)
     def create(self, payload: CreatePayload) -> Outcome:
