@@ -16,6 +16,8 @@ from pudato.protocol import Event, Result
 from pudato.settings import Settings
 
 log = logging.getLogger(__name__)
+# SNS takes 256 KiB per message and per PublishBatch call; leave room for attributes.
+_MESSAGE_MAX = 240 * 1024
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -47,7 +49,7 @@ class Publisher:
     def result(self, result: Result) -> None:
         attributes = {"type": "result", "handler": result.handler, "status": result.status,
                       "job_id": result.job_id or ""}
-        self.drain.put((self.settings.fanout.results_topic, result.model_dump_json(), attributes))
+        self.drain.put((self.settings.fanout.results_topic, fit_for_sns(result), attributes))
 
     def event(self, event: Event) -> None:
         attributes = {"type": event.type, "job_id": event.job_id or ""}
@@ -61,20 +63,47 @@ class Publisher:
             by_topic.setdefault(topic, []).append((body, attributes))
         for topic, messages in by_topic.items():
             arn = self._arns.get(topic) or self._arns.setdefault(topic, topic_arn(self._sns, topic))
-            entries = [
-                {
-                    "Id": str(index),
-                    "Message": body,
-                    "MessageAttributes": {
-                        key: {"DataType": "String", "StringValue": value}
-                        for key, value in attributes.items() if value
-                    },
-                }
-                for index, (body, attributes) in enumerate(messages)
-            ]
-            response = self._sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries)
-            if response.get("Failed"):
-                log.error("SNS refused %d message(s) for %s: %s", len(response["Failed"]), topic,
-                          json.dumps(response["Failed"])[:500])
+            for entries in _batches(messages):
+                response = self._sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries)
+                if response.get("Failed"):
+                    log.error("SNS refused %d message(s) for %s: %s", len(response["Failed"]), topic,
+                              json.dumps(response["Failed"])[:500])
             # Forget what was sent, so a retry after a later topic's failure does not send it twice.
             batch[:] = [item for item in batch if item[0] != topic]
+
+
+def fit_for_sns(result: Result) -> str:
+    """The Result as JSON, with bulky parts left out when it would not fit in one SNS message.
+
+    The registry keeps the step whole; subscribers that need the rows read them there.
+    """
+    body = result.model_dump_json()
+    if len(body.encode()) <= _MESSAGE_MAX:
+        return body
+    slim = result.model_copy(update={
+        "data": {"omitted": "too large for SNS; the registry has this step's data",
+                 "keys": sorted(result.data)},
+        "executions": [e.model_copy(update={"statement": e.statement[:2000]}) for e in result.executions[:50]],
+    })
+    return slim.model_dump_json()
+
+
+def _batches(messages: list[tuple[str, dict[str, str]]]) -> list[list[dict[str, Any]]]:
+    """PublishBatch entries, at most 10 and 256 KiB per call."""
+    batches: list[list[dict[str, Any]]] = []
+    size = 0
+    for body, attributes in messages:
+        entry: dict[str, Any] = {
+            "Message": body,
+            "MessageAttributes": {
+                key: {"DataType": "String", "StringValue": value} for key, value in attributes.items() if value
+            },
+        }
+        weight = len(body.encode()) + sum(len(k) + len(v) for k, v in attributes.items())
+        if not batches or len(batches[-1]) == 10 or size + weight > _MESSAGE_MAX:
+            batches.append([])
+            size = 0
+        entry["Id"] = str(len(batches[-1]))
+        batches[-1].append(entry)
+        size += weight
+    return batches
