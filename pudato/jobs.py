@@ -30,6 +30,7 @@ from pudato.protocol import HANDLERS, new_id
 from pudato.registry.repository import TERMINAL, Registry, StepPlan
 from pudato.settings import Settings, get_settings
 
+# The message header that carries the job id onto everything a task publishes.
 JOB_HEADER = "pudato_job_id"
 
 

@@ -21,13 +21,13 @@ from celery import signals
 
 from pudato.errors import PudatoError
 from pudato.fanout import Publisher
+from pudato.jobs import JOB_HEADER
 from pudato.protocol import ErrorInfo, Event, Result, utcnow
 from pudato.registry.recorder import StepRecorder
 from pudato.registry.repository import Registry, StepUpdate
 from pudato.settings import get_settings
 
 log = logging.getLogger(__name__)
-JOB_HEADER = "pudato_job_id"
 
 _recorder: StepRecorder | None = None
 _publisher: Publisher | None = None

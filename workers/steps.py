@@ -19,10 +19,10 @@ from celery import Task
 
 from pudato.errors import InvalidCommand, TerminalError
 from pudato.handlers.base import Handler, parse_command
+from pudato.jobs import JOB_HEADER
 from pudato.protocol import Result
 from workers.app import app
 
-JOB_HEADER = "pudato_job_id"
 MAX_TRANSIENT_RETRIES = 3
 
 
