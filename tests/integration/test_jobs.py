@@ -103,3 +103,12 @@ def test_failing_step_fails_the_job_and_the_worker_keeps_going(stack, first, exp
     again = jobs.wait(jobs.submit(jobs.step(first.handler, "list" if first.handler == "table" else "run",
                                             **({} if first.handler == "table" else {"sql": "select 1"}))).job_id)
     assert again["status"] == "succeeded"
+
+
+def test_a_group_job_rolls_up_from_parallel_steps(stack):
+    job = jobs.submit(jobs.group(jobs.step("storage", "ping"), jobs.step("catalog", "ping"),
+                                 jobs.step("table", "ping")), name="group")
+    record = jobs.wait(job.job_id, timeout=60)
+    assert record["status"] == "succeeded"
+    assert sorted(s["worker"].split("@")[0] for s in record["steps"]) == ["catalog", "storage", "table"]
+    assert {s["job_id"] for s in record["steps"]} == {job.job_id}
