@@ -29,8 +29,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/chain_vs_chord.py
 	$(BIN)/python bench/fanout_publish.py
 
+# The local stack (Procfile): moto, PostgreSQL, infra, a worker per queue, beat, Flower. Ctrl-C stops it.
+# The Procfile's commands (pudato, celery, python) come from the venv.
 stack: $(STAMP)
-	$(BIN)/honcho start
+	test -f .env || cp .env.example .env
+	PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start
 
 clean:
 	rm -rf $(VENV) .pudato
