@@ -362,7 +362,9 @@ def demo(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, a command's `raise typer.Exit(n)` comes back as the return value.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -374,4 +376,15 @@ def main() -> None:
         if _options["debug"]:
             traceback.print_exc()
         typer.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        if _options["debug"]:
+            traceback.print_exc()
+        reason = getattr(exc, "orig", None) or exc
+        typer.echo(f"Error: the registry database failed: {reason} "
+                   "(is PUDATO_REGISTRY__URL right, and has `pudato registry upgrade` run?)", err=True)
         sys.exit(1)
