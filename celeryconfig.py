@@ -2,6 +2,14 @@
 
 Each handler has its own SQS queue, made by ``pudato infra up`` with its
 visibility timeout and dead-letter queue. Messages are JSON only.
+
+Monitoring (``PUDATO_BROKER__MONITORING``, on by default): task events and
+remote control, so that Flower and ``celery inspect`` see the workers and
+their tasks. They travel through SQS and SNS like everything else: the
+transport ``workers.transport:Transport`` broadcasts the event exchange
+(``celeryev``) and the control exchange (``celery.pidbox``) through SNS topics
+of those names, each monitor and worker consuming a queue of its own that is
+deleted when it stops. Off, no event is sent and no control queue is made.
 """
 
 from urllib.parse import quote, urlsplit
@@ -28,7 +36,11 @@ def _broker_url() -> str:
     return f"sqs://{key}:{secret_text}@{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
+_monitoring = _settings.broker.monitoring
+
 broker_url = _broker_url()
+# kombu's SQS transport, with SNS broadcast for events and remote control (workers/transport.py).
+broker_transport = "workers.transport:Transport" if broker_url.startswith("sqs://") else None
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     "region": _settings.aws.region,
@@ -37,6 +49,13 @@ broker_transport_options = {
     "polling_interval": _settings.broker.polling_interval,
     # Only used if kombu has to create a queue itself; `pudato infra up` sets each queue's own.
     "visibility_timeout": max(q.visibility_timeout_s for q in _settings.broker.queues.values()),
+    # Monitoring: fanout exchanges through SNS; the event exchange too, though Celery declares it
+    # a topic exchange. Events go out in the background, up to ten per SNS call, each waiting at
+    # most half a second. Monitor and mailbox queues, idle mostly, long-poll 10 s, not 1 s.
+    "supports_fanout": _monitoring,
+    "fanout_exchanges": ["celeryev"],
+    "fanout_publish_interval": 0.5,
+    "broadcast_wait_time_seconds": 10,
 }
 
 task_queues = [Queue(_settings.queue_name(handler)) for handler in HANDLERS]
@@ -58,7 +77,12 @@ result_expires = 86_400
 result_chord_join_timeout = 60.0
 
 worker_consumer = "workers.consumer:PudatoConsumer"
-worker_send_task_events = False
+# Task events (received, started, succeeded, failed...) from the workers, and task-sent from whoever
+# sends a task: with it Flower knows each task's queue (routing key).
+worker_send_task_events = _monitoring
+task_send_sent_event = _monitoring
+worker_enable_remote_control = _monitoring
+event_exchange = "celeryev"  # named in broker_transport_options["fanout_exchanges"]
 timezone = "UTC"
 enable_utc = True
 

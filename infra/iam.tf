@@ -5,10 +5,45 @@
 locals {
   handler_queue_arns = [for q in aws_sqs_queue.handler : q.arn]
   topic_arns         = [for t in aws_sns_topic.this : t.arn]
+
+  # Celery monitoring (PUDATO_BROKER__MONITORING, on by default): kombu creates these topics on
+  # first use, and each worker and monitor creates a queue of its own, deleted when it stops
+  # (workers/transport.py); names as kombu gives them.
+  monitoring_topic_arns = [
+    "arn:aws:sns:${var.region}:*:celeryev",      # task events
+    "arn:aws:sns:${var.region}:*:celery-pidbox", # remote-control commands
+  ]
+  monitoring_queue_arns = [
+    "arn:aws:sqs:${var.region}:*:celeryev-*",      # a monitor's (Flower's) events
+    "arn:aws:sqs:${var.region}:*:*-celery-pidbox", # a worker's mailbox, an inspecting client's replies
+  ]
+  # What a process does with its own monitoring queue, and with the expired ones it sweeps.
+  monitoring_queue_actions = [
+    "sqs:ChangeMessageVisibility",
+    "sqs:CreateQueue",
+    "sqs:DeleteMessage",
+    "sqs:DeleteQueue",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+    "sqs:ListQueueTags",
+    "sqs:ReceiveMessage",
+    "sqs:SendMessage",
+    "sqs:SetQueueAttributes",
+    "sqs:TagQueue",
+  ]
+  # Subscribe its queue to a topic, publish, and sweep the subscriptions of stopped processes.
+  monitoring_topic_actions = [
+    "sns:CreateTopic",
+    "sns:ListSubscriptionsByTopic",
+    "sns:Publish",
+    "sns:Subscribe",
+    "sns:TagResource",
+  ]
 }
 
 # Celery workers: consume their queue, publish the next step of a chain
-# (SendMessage), fan out Results and Events to SNS, and read and write the bucket.
+# (SendMessage), fan out Results and Events to SNS, and read and write the bucket;
+# with monitoring, send task events and answer remote control through their own mailbox queue.
 data "aws_iam_policy_document" "workers" {
   statement {
     sid    = "HandlerQueues"
@@ -46,6 +81,27 @@ data "aws_iam_policy_document" "workers" {
   }
 
   statement {
+    sid       = "MonitoringQueues"
+    effect    = "Allow"
+    actions   = local.monitoring_queue_actions
+    resources = local.monitoring_queue_arns
+  }
+
+  statement {
+    sid       = "MonitoringTopics"
+    effect    = "Allow"
+    actions   = local.monitoring_topic_actions
+    resources = local.monitoring_topic_arns
+  }
+
+  statement {
+    sid       = "MonitoringUnsubscribe"
+    effect    = "Allow"
+    actions   = ["sns:Unsubscribe"] # the request names only the subscription: not scoped by topic
+    resources = ["*"]
+  }
+
+  statement {
     sid       = "ListBucket"
     effect    = "Allow"
     actions   = ["s3:ListBucket"]
@@ -65,7 +121,7 @@ data "aws_iam_policy_document" "workers" {
   }
 }
 
-# Celery beat: only sends scheduled tasks to the handler queues.
+# Celery beat: only sends scheduled tasks to the handler queues (and, monitoring on, their task-sent events).
 data "aws_iam_policy_document" "beat" {
   statement {
     sid    = "SendToHandlerQueues"
@@ -83,9 +139,16 @@ data "aws_iam_policy_document" "beat" {
     actions   = ["sqs:ListQueues"]
     resources = ["*"]
   }
+
+  statement {
+    sid       = "TaskSentEvents"
+    effect    = "Allow"
+    actions   = ["sns:CreateTopic", "sns:Publish", "sns:TagResource"]
+    resources = ["arn:aws:sns:${var.region}:*:celeryev"]
+  }
 }
 
-# Flower: looks at the handler queues, never changes them.
+# Flower: looks at the handler queues, never changes them; receives events and inspects workers.
 data "aws_iam_policy_document" "flower" {
   statement {
     sid    = "InspectHandlerQueues"
@@ -103,22 +166,43 @@ data "aws_iam_policy_document" "flower" {
     actions   = ["sqs:ListQueues"]
     resources = ["*"]
   }
+
+  statement {
+    sid       = "MonitoringQueues"
+    effect    = "Allow"
+    actions   = local.monitoring_queue_actions
+    resources = local.monitoring_queue_arns
+  }
+
+  statement {
+    sid       = "MonitoringTopics"
+    effect    = "Allow"
+    actions   = local.monitoring_topic_actions
+    resources = local.monitoring_topic_arns
+  }
+
+  statement {
+    sid       = "MonitoringUnsubscribe"
+    effect    = "Allow"
+    actions   = ["sns:Unsubscribe"] # the request names only the subscription: not scoped by topic
+    resources = ["*"]
+  }
 }
 
 resource "aws_iam_policy" "workers" {
   name        = "${var.name_prefix}-workers"
-  description = "Pudato Celery workers: handler queues, fan-out topics, storage bucket."
+  description = "Pudato Celery workers: handler queues, fan-out topics, storage bucket, monitoring."
   policy      = data.aws_iam_policy_document.workers.json
 }
 
 resource "aws_iam_policy" "beat" {
   name        = "${var.name_prefix}-beat"
-  description = "Pudato Celery beat: send to the handler queues."
+  description = "Pudato Celery beat: send to the handler queues, with task-sent events."
   policy      = data.aws_iam_policy_document.beat.json
 }
 
 resource "aws_iam_policy" "flower" {
   name        = "${var.name_prefix}-flower"
-  description = "Pudato Flower: read-only view of the handler queues."
+  description = "Pudato Flower: read-only view of the handler queues; task events and remote control."
   policy      = data.aws_iam_policy_document.flower.json
 }

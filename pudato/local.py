@@ -164,7 +164,7 @@ def start_worker(
     command = [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", f"pudato-{handler}",
         "-n", f"{name or handler}@%h", "-c", str(concurrency), "-P", pool, "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "-f", str(log_file), *extra_args,
+        "--without-gossip", "--without-mingle", "--heartbeat-interval", "30", "-f", str(log_file), *extra_args,
     ]
     process = subprocess.Popen(
         command, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=open(log_file, "ab"),

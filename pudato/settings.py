@@ -107,6 +107,8 @@ class BrokerSettings(_Section):
     wait_time_seconds: int = 1
     polling_interval: float = 0.1
     queues: QueuesSettings = Field(default_factory=QueuesSettings)
+    # Celery task events and remote control through SNS, for Flower and `celery inspect`.
+    monitoring: bool = True
 
 
 class WorkerSettings(_Section):

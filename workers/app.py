@@ -2,7 +2,8 @@
 
 from celery import Celery
 
-app = Celery("pudato")
+# Remote control with queue names SQS can live with (workers/monitoring.py).
+app = Celery("pudato", control="workers.monitoring:Control")
 app.config_from_object("celeryconfig")
 
 # Task modules and signal handlers register themselves on import.

@@ -329,11 +329,29 @@ def test_same_bucket_and_region(tf: Terraform, settings: Settings) -> None:
 
 def _actions(tf: Terraform, document: str) -> set[str]:
     body = tf.data[("aws_iam_policy_document", document)]
-    return {action for statement in _as_list(body["statement"]) for action in _unquoted_list(statement["actions"])}
+    statements = _as_list(body["statement"])
+    return {action for statement in statements for action in _as_list(tf.evaluate(statement["actions"]))}
 
 
 def _unquoted_list(values: Any) -> list[str]:
     return [_unquote(v) for v in _as_list(values)]
+
+
+# Celery monitoring (workers/transport.py): each process's own queue, and the sweep of stopped ones.
+MONITORING_ACTIONS = {
+    "sqs:ChangeMessageVisibility", "sqs:CreateQueue", "sqs:DeleteMessage", "sqs:DeleteQueue",
+    "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ListQueueTags", "sqs:ReceiveMessage", "sqs:SendMessage",
+    "sqs:SetQueueAttributes", "sqs:TagQueue",
+    "sns:CreateTopic", "sns:ListSubscriptionsByTopic", "sns:Publish", "sns:Subscribe", "sns:TagResource",
+    "sns:Unsubscribe",
+}
+
+
+def _actions_of(tf: Terraform, document: str, sid: str) -> tuple[set[str], list[str]]:
+    body = tf.data[("aws_iam_policy_document", document)]
+    (statement,) = [s for s in _as_list(body["statement"]) if _unquote(s["sid"]) == sid]
+    actions, resources = tf.evaluate(statement["actions"]), tf.evaluate(statement["resources"])
+    return set(_as_list(actions)), _as_list(resources)
 
 
 def test_iam_policies_grant_what_each_process_uses(tf: Terraform) -> None:
@@ -342,13 +360,35 @@ def test_iam_policies_grant_what_each_process_uses(tf: Terraform) -> None:
         "sqs:GetQueueAttributes", "sqs:SendMessage", "sqs:ListQueues",
         "sns:Publish", "sns:ListTopics",
         "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:AbortMultipartUpload",
+    } | MONITORING_ACTIONS
+    assert _actions(tf, "beat") == {
+        "sqs:SendMessage", "sqs:GetQueueUrl", "sqs:ListQueues", "sns:CreateTopic", "sns:Publish", "sns:TagResource",
     }
-    assert _actions(tf, "beat") == {"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:ListQueues"}
-    assert _actions(tf, "flower") == {"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ListQueues"}
+    assert _actions(tf, "flower") == {
+        "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ListQueues",
+    } | MONITORING_ACTIONS
     for document in ("workers", "beat", "flower"):
         body = tf.data[("aws_iam_policy_document", document)]
         for statement in _as_list(body["statement"]):
             resources = _unquoted_list(statement["resources"]) if isinstance(statement["resources"], list) else []
             if "*" in resources:
                 # Only the actions that have no resource-level permissions get "*".
-                assert set(_unquoted_list(statement["actions"])) <= {"sqs:ListQueues", "sns:ListTopics"}, statement
+                assert set(_unquoted_list(statement["actions"])) <= {
+                    "sqs:ListQueues", "sns:ListTopics", "sns:Unsubscribe"}, statement
+
+
+def test_monitoring_grants_only_the_celery_topics_and_queues(tf: Terraform, settings: Settings) -> None:
+    region = settings.aws.region
+    topics = [f"arn:aws:sns:{region}:*:celeryev", f"arn:aws:sns:{region}:*:celery-pidbox"]
+    queues = [f"arn:aws:sqs:{region}:*:celeryev-*", f"arn:aws:sqs:{region}:*:*-celery-pidbox"]
+    for document in ("workers", "flower"):
+        actions, resources = _actions_of(tf, document, "MonitoringQueues")
+        assert actions == {a for a in MONITORING_ACTIONS if a.startswith("sqs:")}
+        assert resources == queues
+        actions, resources = _actions_of(tf, document, "MonitoringTopics")
+        assert actions == {a for a in MONITORING_ACTIONS if a.startswith("sns:")} - {"sns:Unsubscribe"}
+        assert resources == topics
+        assert _actions_of(tf, document, "MonitoringUnsubscribe") == ({"sns:Unsubscribe"}, ["*"])
+    # beat sends tasks, and so their task-sent events: only to the events topic.
+    actions, resources = _actions_of(tf, "beat", "TaskSentEvents")
+    assert actions == {"sns:CreateTopic", "sns:Publish", "sns:TagResource"} and resources == topics[:1]
