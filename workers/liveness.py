@@ -1,7 +1,7 @@
 """A liveness file per worker, for container orchestrators.
 
-Remote control does not reach workers on SQS, so a probe cannot ``celery
-inspect ping`` them. Instead the worker's own timer (driven by its event loop)
+A probe should not depend on the broker (``celery inspect ping`` needs SQS, SNS and
+a round trip through both). Instead the worker's own timer (driven by its event loop)
 touches ``<liveness_dir>/<hostname>.alive`` every few seconds; a probe checks
 the file's age with ``pudato worker alive <hostname>``. A worker whose loop is
 stuck stops touching it; a worker that stops cleanly removes it.
