@@ -13,7 +13,6 @@ parsing warm too (median from its second run on). Prints both and the ratio.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pudato.demo import load_releases, make_logic_repo  # noqa: E402
 from pudato.handlers.transform import TransformHandler  # noqa: E402
 from pudato.protocol import Command  # noqa: E402
 from pudato.settings import LogicSettings, Settings, WarehouseSettings  # noqa: E402
@@ -34,43 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 DBT = REPO / ".venv" / "bin" / "dbt"
 
 
-def normalise_column(name: str) -> str:
-    name = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    return f"_{name}" if name[:1].isdigit() else name
-
-
-def load_la_budget(warehouse: Path) -> None:
-    """The two raw tables, as the table handler loads them: all VARCHAR, tidy headers, no blank rows."""
-    with duckdb.connect(str(warehouse)) as con:
-        for csv in sorted((REPO / "pudato" / "demo_data" / "la_budget").glob("*.csv")):
-            release = normalise_column(csv.stem.removeprefix("general_fund_revenue_"))
-            relation = f"read_csv('{csv}', all_varchar = true, header = true)"
-            columns = [row[0] for row in con.execute(f"describe select * from {relation}").fetchall()]
-            select = ", ".join(f'"{c}" as "{normalise_column(c)}"' for c in columns)
-            not_empty = " or ".join(f"coalesce(trim(\"{c}\"), '') <> ''" for c in columns)
-            table = f"raw_gf_revenue_{release}"
-            con.execute(f"create or replace table {table} as select {select} from {relation} where {not_empty}")
-
-
-def commit_sample_project(target: Path) -> str:
-    shutil.copytree(REPO / "dbt", target, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml"))
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(target), *args], check=True, capture_output=True, text=True).stdout
-
-    git("init", "-q", "-b", "main")
-    git("config", "user.email", "bench@example.org")
-    git("config", "user.name", "Bench")
-    git("add", "-A")
-    git("commit", "-q", "-m", "sample project")
-    return git("rev-parse", "HEAD").strip()
-
-
 def main(pudato_runs: int = 6, cli_runs: int = 4) -> None:
     state = Path(tempfile.mkdtemp(prefix="pudato-bench-dbt-"))
     project, warehouse = state / "logic", state / "warehouse.duckdb"
-    sha = commit_sample_project(project)
-    load_la_budget(warehouse)
+    sha = make_logic_repo(project)
+    load_releases(warehouse)
 
     settings = Settings(_env_file=None, warehouse=WarehouseSettings(path=warehouse),
                         logic=LogicSettings(cache_dir=state / "cache"))  # fmt: skip

@@ -11,12 +11,11 @@ parallel), build the tidy model with dbt, and query it.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import shutil
-import subprocess
 
 from pudato import datasets, infra, jobs, lineage, local, pipelines
 from pudato.registry.migrate import upgrade
@@ -65,6 +64,25 @@ def sample_job() -> jobs.Node:
 def ingest_steps() -> jobs.Node:
     return jobs.group(*[jobs.step("storage", "put", name=f"ingest_{release}", key=key, source=key)
                         for release, key in RELEASES.items()])
+
+
+def load_releases(warehouse: Path) -> None:
+    """Load both releases into ``warehouse`` with the table handler, straight from the packaged files.
+
+    For tests and benchmarks of the dbt project that need the raw tables without a broker.
+    """
+    from pudato.handlers.table import TableHandler
+    from pudato.protocol import Command
+    from pudato.settings import Settings
+
+    settings = Settings(_env_file=None, storage={"backend": "local", "local_root": DATA},
+                        warehouse={"path": warehouse})
+    handler = TableHandler(settings)
+    for release, key in RELEASES.items():
+        payload = {"table": f"raw_gf_revenue_{release}", "key": key, "all_varchar": True}
+        result = handler.execute(Command(handler="table", action="load", payload=payload))
+        if result.error:
+            raise RuntimeError(f"loading {key} failed: {result.error.message}")
 
 
 def make_logic_repo(target: Path, project: Path = PROJECT) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from pudato import datasets
 from pudato.backends.logic.git import GitLogicRepository
+from pudato.demo import load_releases, make_logic_repo
 from pudato.handlers import transform
 from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command, Result
@@ -22,7 +22,6 @@ from pudato.settings import LogicSettings, Settings, WarehouseSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_PROJECT = REPO_ROOT / "dbt"
-LA_BUDGET = REPO_ROOT / "pudato" / "demo_data" / "la_budget"
 
 PROJECT = """\
 name: tiny
@@ -321,31 +320,11 @@ def test_a_repository_without_dbt_project_is_refused(env: dict[str, Any]) -> Non
 # -- the real sample project ----------------------------------------------------------
 
 
-def normalise_column(name: str) -> str:
-    name = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    return f"_{name}" if name[:1].isdigit() else name
-
-
-def load_la_budget(warehouse: Path) -> None:
-    """Load the two LA budget CSVs the way the table handler does: all VARCHAR, tidy headers."""
-    with duckdb.connect(str(warehouse)) as con:
-        for csv in sorted(LA_BUDGET.glob("*.csv")):
-            release = normalise_column(csv.stem.removeprefix("general_fund_revenue_"))
-            relation = f"read_csv('{csv}', all_varchar = true, header = true)"
-            columns = [row[0] for row in con.execute(f"describe select * from {relation}").fetchall()]
-            select = ", ".join(f'"{c}" as "{normalise_column(c)}"' for c in columns)
-            not_empty = " or ".join(f"coalesce(trim(\"{c}\"), '') <> ''" for c in columns)
-            table = f"raw_gf_revenue_{release}"
-            con.execute(f"create or replace table {table} as select {select} from {relation} where {not_empty}")
-
-
 def test_sample_project_builds_and_passes_its_tests(tmp_path: Path) -> None:
     repo = tmp_path / "la-logic"
-    shutil.copytree(SAMPLE_PROJECT, repo, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml"))
-    _new_repo_in_place(repo)
-    sha = _commit(repo, {}, "sample project")
+    sha = make_logic_repo(repo, SAMPLE_PROJECT)
     warehouse = tmp_path / "la.duckdb"
-    load_la_budget(warehouse)
+    load_releases(warehouse)
     settings = Settings(_env_file=None, warehouse=WarehouseSettings(path=warehouse),
                         logic=LogicSettings(cache_dir=tmp_path / "cache"))  # fmt: skip
     command = Command(handler="transform", action="build", job_id="la-1", logic_repo=str(repo), logic_version=sha)
@@ -357,9 +336,3 @@ def test_sample_project_builds_and_passes_its_tests(tmp_path: Path) -> None:
     assert {o.name for o in result.outputs} >= {"main.fct_gf_revenue", "main.int_gf_revenue_unioned"}
     assert sorted(i.name for i in result.inputs) == ["main.raw_gf_revenue_fy2017_18", "main.raw_gf_revenue_fy2021_22"]
     assert all(i.namespace == f"duckdb://{warehouse.stem}" for i in result.inputs)
-
-
-def _new_repo_in_place(path: Path) -> None:
-    _git(path, "init", "-q", "-b", "main")
-    _git(path, "config", "user.email", "analyst@example.org")
-    _git(path, "config", "user.name", "Analyst")
