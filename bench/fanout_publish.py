@@ -17,14 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pudato import aws, infra, local  # noqa: E402
+from pudato import aws, devstack, infra# noqa: E402
 from pudato.fanout import Publisher, topic_arn  # noqa: E402
 from pudato.protocol import Result, utcnow  # noqa: E402
 from pudato.settings import Settings, reset_settings  # noqa: E402
 
 
 def main(count: int = 300) -> None:
-    with local.moto_server() as endpoint:
+    with devstack.moto_server() as endpoint:
         os.environ.update({"PUDATO_AWS__ENDPOINT_URL": endpoint, "PUDATO_AWS__ACCESS_KEY_ID": "bench",
                            "PUDATO_AWS__SECRET_ACCESS_KEY": "bench"})
         reset_settings()

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pudato import infra, local
+from pudato import devstack, infra
 from pudato.registry.migrate import upgrade
 from pudato.settings import Settings, reset_settings
 
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def bench_stack(handlers: tuple[str, ...], concurrency: int = 2, extra_env: dict[str, str] | None = None,
                 include: str | None = None) -> Iterator[dict[str, Any]]:
     state = Path(tempfile.mkdtemp(prefix="pudato-bench-"))
-    with local.moto_server(log_path=state / "moto.log") as endpoint, local.postgres_cluster() as postgres:
+    with devstack.moto_server(log_path=state / "moto.log") as endpoint, devstack.postgres_cluster() as postgres:
         env = {
             "PUDATO_AWS__ENDPOINT_URL": endpoint,
             "PUDATO_AWS__ACCESS_KEY_ID": "bench",
@@ -36,6 +36,6 @@ def bench_stack(handlers: tuple[str, ...], concurrency: int = 2, extra_env: dict
         infra.up(settings)
         upgrade(settings.registry.url)
         extra = ("--include", include) if include else ()
-        with local.workers(env, handlers=handlers, concurrency=concurrency, log_dir=state / "logs",
+        with devstack.workers(env, handlers=handlers, concurrency=concurrency, log_dir=state / "logs",
                            cwd=REPO, extra_args=extra) as processes:
             yield {"env": env, "settings": settings, "workers": processes, "state": state}

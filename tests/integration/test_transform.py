@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pudato import datasets, jobs, lineage, local, pipelines
+from pudato import datasets, devstack, jobs, lineage, pipelines
 from pudato.backends.warehouse.duckdb import DuckDBWarehouse
 from pudato.demo import ingest_steps, make_logic_repo
 from pudato.errors import NotFound, UnsafeInput
@@ -112,9 +112,9 @@ def test_each_commit_records_its_own_sha_and_version_column(stack, tiny):
 
 
 def test_two_shas_at_once_on_two_transform_workers(stack, tiny):
-    second = local.start_worker("transform", stack.env, log_dir=stack.state / "logs" / "transform2", name="transform2")
+    second = devstack.start_worker("transform", stack.env, log_dir=stack.state / "logs" / "transform2", name="transform2")
     try:
-        local.wait_for_worker(second, "transform2")
+        devstack.wait_for_worker(second, "transform2")
         submitted = {
             side: jobs.submit(jobs.step("transform", "build", select=[f"tiny_{side}"]), logic_repo=tiny["url"],
                               logic_ref=side, logic_version=tiny[side])
@@ -122,7 +122,7 @@ def test_two_shas_at_once_on_two_transform_workers(stack, tiny):
         }
         done = {side: jobs.wait(job.job_id, timeout=240) for side, job in submitted.items()}
     finally:
-        local.stop(second)
+        devstack.stop(second)
     workers = set()
     for side, job in done.items():
         step = _transform_step(job)
