@@ -35,6 +35,7 @@ def bench_stack(handlers: tuple[str, ...], concurrency: int = 2, extra_env: dict
         settings = Settings(_env_file=None)
         infra.up(settings)
         upgrade(settings.registry.url)
+        import workers.app  # noqa: F401  (the app jobs.submit sends with: celeryconfig reads these settings)
         extra = ("--include", include) if include else ()
         with devstack.workers(env, handlers=handlers, concurrency=concurrency, log_dir=state / "logs",
                            cwd=REPO, extra_args=extra) as processes:

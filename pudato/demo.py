@@ -120,9 +120,12 @@ def run(state_dir: Path | None = None, timeout: float = 300.0) -> dict[str, Any]
         settings = get_settings()
         infra.up(settings)
         upgrade(settings.registry.url)
+        # Imported once the environment is set: celeryconfig reads the settings when imported.
+        from workers.app import app as celery_app
+
         with devstack.workers(env, log_dir=state / "logs"):
             submitted = pipelines.submit("la_revenue", str(repo), "main", settings=settings,
-                                         before=[ingest_steps()], trigger="demo")
+                                         before=[ingest_steps()], trigger="demo", app=celery_app)
             job = jobs.wait(submitted.job_id, timeout=timeout)
     registry = Registry(settings.registry.url)
     mart = datasets.duckdb_table(settings.warehouse.path.stem, "main.fct_gf_revenue")

@@ -14,10 +14,11 @@ from pudato import aws
 from pudato.background import Drain
 from pudato.protocol import Event, Result
 from pudato.settings import Settings
+from pudato.sns_batch import BATCH_BYTES, batches, string_attributes
 
 log = logging.getLogger(__name__)
 # SNS takes 256 KiB per message and per PublishBatch call; leave room for attributes.
-_MESSAGE_MAX = 240 * 1024
+_MESSAGE_MAX = BATCH_BYTES
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -63,7 +64,7 @@ class Publisher:
             by_topic.setdefault(topic, []).append((body, attributes))
         for topic, messages in by_topic.items():
             arn = self._arns.get(topic) or self._arns.setdefault(topic, topic_arn(self._sns, topic))
-            for entries in _batches(messages):
+            for entries in batches((body, string_attributes(attributes)) for body, attributes in messages):
                 response = self._sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries)
                 if response.get("Failed"):
                     log.error("SNS refused %d message(s) for %s: %s", len(response["Failed"]), topic,
@@ -86,24 +87,3 @@ def fit_for_sns(result: Result) -> str:
         "executions": [e.model_copy(update={"statement": e.statement[:2000]}) for e in result.executions[:50]],
     })
     return slim.model_dump_json()
-
-
-def _batches(messages: list[tuple[str, dict[str, str]]]) -> list[list[dict[str, Any]]]:
-    """PublishBatch entries, at most 10 and 256 KiB per call."""
-    batches: list[list[dict[str, Any]]] = []
-    size = 0
-    for body, attributes in messages:
-        entry: dict[str, Any] = {
-            "Message": body,
-            "MessageAttributes": {
-                key: {"DataType": "String", "StringValue": value} for key, value in attributes.items() if value
-            },
-        }
-        weight = len(body.encode()) + sum(len(k) + len(v) for k, v in attributes.items())
-        if not batches or len(batches[-1]) == 10 or size + weight > _MESSAGE_MAX:
-            batches.append([])
-            size = 0
-        entry["Id"] = str(len(batches[-1]))
-        batches[-1].append(entry)
-        size += weight
-    return batches

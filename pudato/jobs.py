@@ -25,13 +25,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from pudato.errors import InvalidCommand, NotFound
-from pudato.protocol import HANDLERS, new_id
+from pudato.errors import ConfigurationError, InvalidCommand, NotFound
+from pudato.protocol import HANDLERS, JOB_HEADER, new_id
 from pudato.registry.repository import TERMINAL, Registry, StepPlan
 from pudato.settings import Settings, get_settings
 
 # The message header that carries the job id onto everything a task publishes.
-JOB_HEADER = "pudato_job_id"
 
 
 @dataclass
@@ -124,8 +123,7 @@ def submit(
     refs at submission); every step of the job runs that commit.
     """
     settings = settings or get_settings()
-    if app is None:
-        from workers.app import app
+    app = app or _current_app()
     job_id = new_id()
     planned = steps_of(node)
     Registry(settings.registry.url).create_job(
@@ -147,6 +145,15 @@ def submit(
     canvas = _signature(app, node, job_id, pin)
     async_result = canvas.apply_async(headers={JOB_HEADER: job_id})
     return SubmittedJob(job_id, planned, async_result)
+
+
+def _current_app() -> Any:
+    """The app a worker or the CLI loaded (``workers.app``): never Celery's unconfigured default."""
+    from celery import current_app
+
+    if current_app.main != "pudato":
+        raise ConfigurationError("no Pudato Celery app is loaded: import workers.app first, or pass app=")
+    return current_app
 
 
 def _signature(app: Any, node: Node, job_id: str, pin: dict[str, str | None]) -> Any:

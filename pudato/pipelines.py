@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pudato import jobs
 from pudato.backends.logic import logic_backend
 from pudato.errors import InvalidCommand, NotFound
+from pudato.handler_specs import spec as handler_spec
 from pudato.handlers.base import describe_validation_error
 from pudato.registry.repository import Registry
 from pudato.settings import Settings, get_settings
@@ -42,9 +43,14 @@ class _Strict(BaseModel):
 
 class PipelineStep(_Strict):
     name: str | None = None
-    handler: Literal["storage", "query", "table", "catalog", "transform"]
+    handler: str
     action: str
     payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("handler")
+    @classmethod
+    def _known_handler(cls, value: str) -> str:
+        return handler_spec(value).name
 
 
 class ParallelBlock(_Strict):

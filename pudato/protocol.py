@@ -13,9 +13,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-HANDLERS = ("storage", "query", "table", "catalog", "transform")
+from pudato.handler_specs import HANDLERS, spec, task_name
+
+__all__ = ["HANDLERS", "JOB_HEADER", "task_name"]
+
+# The Celery message header that carries a step's job id through chains and chords.
+JOB_HEADER = "pudato_job_id"
 StepStatus = Literal["pending", "running", "succeeded", "failed"]
 
 
@@ -68,7 +73,7 @@ class ErrorInfo(_Model):
 class Command(_Model):
     """One step's instruction to a handler."""
 
-    handler: Literal["storage", "query", "table", "catalog", "transform"]
+    handler: str
     action: str = Field(min_length=1, max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict)
     job_id: str | None = None
@@ -77,6 +82,11 @@ class Command(_Model):
     # The analysts' logic repository and the full commit SHA the job is pinned to.
     logic_repo: str | None = None
     logic_version: str | None = None
+
+    @field_validator("handler")
+    @classmethod
+    def _known_handler(cls, value: str) -> str:
+        return spec(value).name
 
 
 class Result(_Model):

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pudato.errors import ConfigurationError
+from pudato.handler_specs import HANDLERS
+from pudato.handler_specs import spec as handler_spec
 
 QUEUE_PREFIX = "pudato-"
 
@@ -57,6 +66,12 @@ class LogicSettings(_Section):
     allow_local_paths: bool = True
 
 
+class CatalogSettings(_Section):
+    """Where the catalog handler keeps dataset descriptions: ``registry`` (the registry database)."""
+
+    backend: Literal["registry"] = "registry"
+
+
 class RegistrySettings(_Section):
     url: str = "sqlite:///.pudato/registry.db"
     # Step records that could not be written before a worker stopped wait here.
@@ -75,31 +90,32 @@ class _QueueOverride(_Section):
     max_receive_count: int | None = None
 
 
-# How long each handler's longest task may take, with room to spare.
-DEFAULT_VISIBILITY_S = {"storage": 300, "query": 900, "table": 900, "catalog": 120, "transform": 3600}
-
-
-class QueuesSettings(_Section):
+class _QueuesBase(_Section):
     """Per-handler queue settings; set any field alone, e.g. PUDATO_BROKER__QUEUES__QUERY__MAX_RECEIVE_COUNT."""
-
-    storage: _QueueOverride = Field(default_factory=_QueueOverride)
-    query: _QueueOverride = Field(default_factory=_QueueOverride)
-    table: _QueueOverride = Field(default_factory=_QueueOverride)
-    catalog: _QueueOverride = Field(default_factory=_QueueOverride)
-    transform: _QueueOverride = Field(default_factory=_QueueOverride)
 
     def __getitem__(self, handler: str) -> QueueSettings:
         override: _QueueOverride = getattr(self, handler)
         return QueueSettings(
-            visibility_timeout_s=override.visibility_timeout_s or DEFAULT_VISIBILITY_S[handler],
+            visibility_timeout_s=override.visibility_timeout_s or handler_spec(handler).visibility_timeout_s,
             max_receive_count=override.max_receive_count or 5,
         )
 
     def items(self) -> list[tuple[str, QueueSettings]]:
-        return [(handler, self[handler]) for handler in DEFAULT_VISIBILITY_S]
+        return [(handler, self[handler]) for handler in HANDLERS]
 
     def values(self) -> list[QueueSettings]:
         return [queue for _, queue in self.items()]
+
+
+# One field per handler, so each is settable on its own from the environment.
+if TYPE_CHECKING:
+    QueuesSettings = _QueuesBase
+else:
+    QueuesSettings = create_model(
+        "QueuesSettings",
+        __base__=_QueuesBase,
+        **{handler: (_QueueOverride, Field(default_factory=_QueueOverride)) for handler in HANDLERS},
+    )
 
 
 class BrokerSettings(_Section):
@@ -150,6 +166,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     logic: LogicSettings = Field(default_factory=LogicSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)

@@ -1,5 +1,6 @@
 """Tasks of the pudato-catalog queue."""
 
+from workers.app import app
 from workers.steps import handler_task
 
-execute = handler_task("catalog", "pudato.handlers.catalog:CatalogHandler")
+execute = handler_task(app, "catalog")

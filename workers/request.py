@@ -17,7 +17,10 @@ from billiard.exceptions import WorkerLostError
 from celery.worker.request import Request
 
 from pudato.protocol import ErrorInfo, Result, utcnow
+from pudato.registry.repository import StepUpdate
 from pudato.settings import get_settings
+from workers import signals
+from workers.identity import identify
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,6 @@ class PudatoRequest(Request):
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
     def _record_lost(self, exc: BaseException) -> None:
-        from workers import signals
-        from workers.steps import identify
-
         handler = self.task.name.split(".")[1]
         settings = get_settings()
         # Request.delivery_info keeps only the AMQP fields; the SQS message is on the kombu message.
@@ -47,8 +47,6 @@ class PudatoRequest(Request):
         base = dict(step_id=ids["step_id"], job_id=ids["job_id"], handler=handler, action=ids["action"],
                     task_id=self.id, worker=self.hostname)
         reason = f"worker lost during receive {receives} of {limit}: {exc}"
-        from pudato.registry.repository import StepUpdate
-
         signals.recorder().record(StepUpdate(event="lost", error={"type": "WorkerLostError", "message": reason}, **base))
         if receives and receives >= limit:
             dlq = settings.dead_letter_queue_name(handler)

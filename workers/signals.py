@@ -21,11 +21,11 @@ from celery import signals
 
 from pudato.errors import PudatoError
 from pudato.fanout import Publisher
-from pudato.jobs import JOB_HEADER
-from pudato.protocol import ErrorInfo, Event, Result, utcnow
+from pudato.protocol import JOB_HEADER, ErrorInfo, Event, Result, utcnow
 from pudato.registry.recorder import StepRecorder
 from pudato.registry.repository import Registry, StepUpdate
 from pudato.settings import get_settings
+from workers.identity import identify
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,6 @@ def _worker_name(task: Any) -> str:
 
 
 def _update(task: Any, event: str, kwargs: dict[str, Any] | None, **fields: Any) -> StepUpdate:
-    from workers.steps import identify
-
     ids = identify(task.request, kwargs)
     raw = (kwargs or {}).get("command")
     payload = raw.get("payload") if isinstance(raw, dict) and isinstance(raw.get("payload"), dict) else None
@@ -182,8 +180,6 @@ def _finish(task: Any, kwargs: dict[str, Any] | None, outcome: Result) -> None:
 
 
 def _result_from_exception(task: Any, kwargs: Any, exception: BaseException | None) -> Result:
-    from workers.steps import identify
-
     ids = identify(task.request, kwargs)
     now = utcnow()
     if isinstance(exception, PudatoError):

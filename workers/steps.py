@@ -2,7 +2,7 @@
 
 A task module only names its handler::
 
-    execute = handler_task("storage", "pudato.handlers.storage:StorageHandler")
+    execute = handler_task(app, "storage")
 
 The handler is built once per worker process, after the fork. A failed step
 raises :class:`StepFailed`, which carries the whole :class:`Result`, so Celery
@@ -15,29 +15,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from celery import Task
+from celery import Celery, Task
 
 from pudato.errors import InvalidCommand, TerminalError
+from pudato.handler_specs import spec
 from pudato.handlers.base import Handler, parse_command
-from pudato.jobs import JOB_HEADER
 from pudato.protocol import Result
-from workers.app import app
+from workers.identity import identify
 
 MAX_TRANSIENT_RETRIES = 3
 
 
 class StepFailed(TerminalError):
     """A step's Result says it failed. ``details['result']`` holds that Result as JSON."""
-
-
-def identify(request: Any, kwargs: dict[str, Any] | None) -> dict[str, str]:
-    """The job and step a task message belongs to, even when its command is malformed."""
-    raw = (kwargs or {}).get("command")
-    raw = raw if isinstance(raw, dict) else {}
-    headers = getattr(request, "headers", None) or {}
-    job_id = raw.get("job_id") or headers.get(JOB_HEADER) or getattr(request, "root_id", None) or request.id
-    step_id = raw.get("step_id") or request.id
-    return {"job_id": str(job_id), "step_id": str(step_id), "action": str(raw.get("action") or "unknown")}
 
 
 class HandlerTask(Task):
@@ -78,8 +68,8 @@ def _failure(result: Result) -> StepFailed:
     )
 
 
-def handler_task(handler: str, handler_path: str) -> Any:
-    """Define ``pudato.<handler>.execute`` on the app, bound to a handler class."""
+def handler_task(app: Celery, handler: str) -> Any:
+    """Define ``pudato.<handler>.execute`` on ``app``, bound to the handler class its spec names."""
 
     def execute(self: HandlerTask, *upstream: Any, command: Any = None) -> dict[str, Any]:
         # ``upstream`` holds a parent's result when a caller links a mutable signature;
@@ -89,6 +79,6 @@ def handler_task(handler: str, handler_path: str) -> Any:
     execute.__name__ = f"{handler}_execute"
     execute.__doc__ = f"Run one {handler} command: ``execute.delay(command={{'action': ..., 'payload': ...}})``."
     return app.task(
-        bind=True, base=HandlerTask, name=f"pudato.{handler}.execute", handler_path=handler_path,
+        bind=True, base=HandlerTask, name=spec(handler).task_name, handler_path=spec(handler).handler_class,
         acks_late=True,
     )(execute)

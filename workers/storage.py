@@ -1,5 +1,6 @@
 """Tasks of the pudato-storage queue."""
 
+from workers.app import app
 from workers.steps import handler_task
 
-execute = handler_task("storage", "pudato.handlers.storage:StorageHandler")
+execute = handler_task(app, "storage")

@@ -1,5 +1,6 @@
 """Tasks of the pudato-table queue."""
 
+from workers.app import app
 from workers.steps import handler_task
 
-execute = handler_task("table", "pudato.handlers.table:TableHandler")
+execute = handler_task(app, "table")

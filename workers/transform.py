@@ -1,5 +1,6 @@
-"""Tasks of the pudato-transform queue (dbt; the handler arrives with the transform issue)."""
+"""Tasks of the pudato-transform queue: dbt on the analysts' logic repository."""
 
+from workers.app import app
 from workers.steps import handler_task
 
-execute = handler_task("transform", "pudato.handlers.transform:TransformHandler")
+execute = handler_task(app, "transform")

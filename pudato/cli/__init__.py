@@ -152,8 +152,9 @@ def run(
 ) -> None:
     """Run a pipeline from the logic repository, every step pinned to one commit."""
     from pudato import pipelines
+    from workers.app import app as celery_app
 
-    submitted = pipelines.submit(pipeline, repo, ref)
+    submitted = pipelines.submit(pipeline, repo, ref, app=celery_app)
     _follow(submitted.job_id, wait, as_json, timeout)
 
 
@@ -167,8 +168,9 @@ def rerun(
 ) -> None:
     """Run a recorded job again with its recorded parameters, at its recorded SHA."""
     from pudato import pipelines
+    from workers.app import app as celery_app
 
-    submitted = pipelines.rerun(job_id, latest=latest)
+    submitted = pipelines.rerun(job_id, latest=latest, app=celery_app)
     _follow(submitted.job_id, wait, as_json, timeout)
 
 

@@ -54,7 +54,8 @@ def describe_validation_error(exc: ValidationError, what: str) -> str:
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or what
-        problems.append(f"{where}: {error['msg']}")
+        # A validator's own ValueError reads as pydantic's "Value error, <ours>": keep ours.
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return f"invalid {what}: " + "; ".join(problems)
 
 

@@ -1,4 +1,4 @@
-"""The catalog handler: register, get, search and list datasets in the registry database.
+"""The catalog handler: register, get, search and list datasets, through a catalog backend.
 
 Steps register their outputs automatically (the registry does it when it records
 a step); this handler is for people and apps that describe, tag and find data.
@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import Field
 
+from pudato.backends.catalog import CatalogBackend, catalog_backend
 from pudato.handlers.base import Handler, Payload, action
 from pudato.protocol import DataReference, Outcome
-from pudato.registry.repository import Registry
 from pudato.settings import Settings, get_settings
 
 
@@ -43,20 +43,19 @@ class ListPayload(Payload):
 class CatalogHandler(Handler):
     name = "catalog"
 
-    def __init__(self, settings: Settings | None = None, registry: Registry | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, catalog: CatalogBackend | None = None) -> None:
         self.settings = settings or get_settings()
-        self.registry = registry or Registry(self.settings.registry.url)
+        self.catalog = catalog or catalog_backend(self.settings)
 
     @action("register", RegisterPayload)
     def register(self, payload: RegisterPayload) -> Outcome:
-        dataset = self.registry.register_dataset(
-            payload.namespace, payload.name, payload.description, payload.tags, payload.facets
-        )
+        dataset = self.catalog.register(payload.namespace, payload.name, payload.description, payload.tags,
+                                        payload.facets)
         return Outcome(data={"dataset": _public(dataset)})
 
     @action("get", GetPayload)
     def get(self, payload: GetPayload) -> Outcome:
-        dataset = self.registry.get_dataset(payload.namespace, payload.name)
+        dataset = self.catalog.get(payload.namespace, payload.name)
         return Outcome(
             inputs=[DataReference(namespace=payload.namespace, name=payload.name)],
             data={"dataset": _public(dataset)},
@@ -64,12 +63,12 @@ class CatalogHandler(Handler):
 
     @action("search", SearchPayload)
     def search(self, payload: SearchPayload) -> Outcome:
-        found = self.registry.search_datasets(payload.text, payload.namespace, payload.limit)
+        found = self.catalog.search(payload.text, payload.namespace, payload.limit)
         return Outcome(data={"datasets": [_public(d) for d in found]})
 
     @action("list", ListPayload)
     def list(self, payload: ListPayload) -> Outcome:
-        found = self.registry.search_datasets(None, payload.namespace, payload.limit)
+        found = self.catalog.search(None, payload.namespace, payload.limit)
         return Outcome(data={"datasets": [_public(d) for d in found]})
 
 

@@ -73,6 +73,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         settings = Settings(_env_file=None)
         infra.up(settings)
         upgrade(settings.registry.url)
+        # The app jobs.submit sends with; imported now because celeryconfig reads these settings.
+        import workers.app  # noqa: F401
         with devstack.workers(env, log_dir=state / "logs", cwd=REPO) as processes:
             yield Stack(env, endpoint, postgres, processes, state)
         for key, value in saved.items():

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -50,7 +50,7 @@ def _active(beats: dict[str, subprocess.Popen]) -> str:
     def lines(p):
         return [line for line in p.log.read_text().splitlines() if "now active" in line or "standing by" in line]
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         active = [label for label, p in beats.items() if lines(p) and "now active" in lines(p)[-1]]
         if len(active) == 1:
@@ -59,19 +59,26 @@ def _active(beats: dict[str, subprocess.Popen]) -> str:
     raise AssertionError("no single active beat")
 
 
+def _wait_for_slots(stack, at_least: int, timeout: float = 120) -> list[datetime]:
+    deadline = time.monotonic() + timeout
+    while True:
+        slots = _slots(stack)
+        if len(slots) >= at_least:
+            return slots
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {len(slots)} of {at_least} slots fired within {timeout:.0f}s: {slots}")
+        time.sleep(0.5)
+
+
 def test_two_beats_fire_each_slot_once_and_hand_over(stack):
     beats = {label: _start_beat(stack, label) for label in ("a", "b")}
     try:
-        time.sleep(10)
         active = _active(beats)
-        before = _slots(stack)
-        assert len(before) >= 2
+        before = _wait_for_slots(stack, 2)
         _assert_every_slot_once(before)
         os.killpg(beats[active].pid, signal.SIGKILL)  # no goodbye: the lease must expire
         beats[active].wait()
-        time.sleep(12)
-        after = _slots(stack)
-        assert len(after) >= len(before) + 2, "the standby beat did not take over"
+        after = _wait_for_slots(stack, len(before) + 2)  # the standby took over
         _assert_every_slot_once(after)
         standby = next(label for label in beats if label != active)
         assert "now active" in beats[standby].log.read_text()
@@ -79,19 +86,24 @@ def test_two_beats_fire_each_slot_once_and_hand_over(stack):
         for process in beats.values():
             devstack.stop(process)
     row = next(r for r in schedules.listing(stack.env["PUDATO_REGISTRY__URL"]) if r["name"] == NAME)
-    assert row["last_job_id"] and jobs.wait(row["last_job_id"], timeout=60)["status"] == "succeeded"
+    assert row["last_job_id"]
+    assert jobs.wait(row["last_job_id"], timeout=60)["status"] == "succeeded"
 
     # A restart after downtime: one catch-up run for the missed slots, then the schedule as before.
-    time.sleep(3 * EVERY_S)
+    time.sleep(3 * EVERY_S)  # the downtime itself (setup: no assertion hangs on it)
     stopped_at_slots = _slots(stack)
+    restarted_at = datetime.now(UTC)
     beat = _start_beat(stack, "c")
     try:
-        time.sleep(2 * EVERY_S + 1)
+        new = _wait_for_slots(stack, len(stopped_at_slots) + 2)[len(stopped_at_slots):]
     finally:
         devstack.stop(beat)
-    new = _slots(stack)[len(stopped_at_slots):]
-    assert new, "the restarted beat fired nothing"
     assert new[0] == stopped_at_slots[-1] + timedelta(seconds=EVERY_S), "the first missed slot was not run once"
-    assert len(new) <= 4, f"a storm of missed runs: {new}"
+    # Every slot missed before the restart is folded into that one run: the next is a live slot.
+    assert _aware(new[1]) > restarted_at, f"a storm of missed runs: {new}"
     row = next(r for r in schedules.listing(stack.env["PUDATO_REGISTRY__URL"]) if r["name"] == NAME)
     assert row["run_count"] == len(_slots(stack))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -25,8 +25,8 @@ from typing import Any
 import boto3
 import pytest
 
-from pudato.errors import NotFound
 from pudato.devstack import free_port
+from pudato.errors import NotFound
 from pudato.protocol import HANDLERS
 from pudato.registry.database import get_engine
 from pudato.registry.repository import Registry

@@ -31,7 +31,7 @@ def test_parse_command_names_the_problem():
         parse_command("{nope")
     with pytest.raises(InvalidCommand, match="must be a JSON object, got list"):
         parse_command("[1, 2]")
-    with pytest.raises(InvalidCommand, match="handler: Input should be"):
+    with pytest.raises(InvalidCommand, match="handler: unknown handler 'spreadsheet'; known handlers: storage, "):
         parse_command({"handler": "spreadsheet", "action": "x"})
 
 

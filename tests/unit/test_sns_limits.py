@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from pudato.fanout import _MESSAGE_MAX, _batches, fit_for_sns
+from pudato.fanout import _MESSAGE_MAX, fit_for_sns
 from pudato.protocol import ExecutionRecord, Result, utcnow
+from pudato.sns_batch import batches as sns_batches
+from pudato.sns_batch import string_attributes
 
 
 def _result(rows: int) -> Result:
@@ -24,14 +26,15 @@ def test_large_results_are_slimmed_to_fit():
     body = fit_for_sns(_result(5000))
     assert len(body.encode()) <= _MESSAGE_MAX
     decoded = json.loads(body)
-    assert decoded["data"]["keys"] == ["columns", "rows"] and decoded["step_id"] == "s"
+    assert decoded["data"]["keys"] == ["columns", "rows"]
+    assert decoded["step_id"] == "s"
 
 
 def test_batches_respect_count_and_size():
-    small = [("a" * 100, {"type": "result"})] * 25
-    assert [len(b) for b in _batches(small)] == [10, 10, 5]
-    big = [("b" * 100_000, {})] * 5
-    batches = _batches(big)
+    small = [("a" * 100, string_attributes({"type": "result"}))] * 25
+    assert [len(b) for b in sns_batches(small)] == [10, 10, 5]
+    big = [("b" * 100_000, None)] * 5
+    batches = sns_batches(big)
     assert all(sum(len(e["Message"]) for e in b) <= _MESSAGE_MAX for b in batches)
     assert sum(len(b) for b in batches) == 5
     assert all([e["Id"] for e in b] == [str(i) for i in range(len(b))] for b in batches)

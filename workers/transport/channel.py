@@ -1,72 +1,9 @@
-"""Kombu's SQS transport, with broadcast through SNS for Celery's monitoring.
-
-Celery's events (``celery events``, Flower) and remote control (``celery
-inspect``, Flower's worker pages) need broadcast: every monitor gets every
-event, every worker gets every control command. kombu 5.7's SQS transport can
-broadcast a *fanout* exchange through an SNS topic (transport option
-``supports_fanout``, kombu PR #2372 for issue #2335), but on its own Celery
-still cannot use it. This transport, named in ``celeryconfig.broker_transport``
-(``workers.transport:Transport``), mends that:
-
-1. It declares fanout among its exchange types when ``supports_fanout`` is on,
-   so the worker starts its remote-control consumer (Celery includes that step
-   only if ``supports_exchange_type('fanout')``; kombu 5.7's SQS transport
-   still lists ``direct`` only).
-2. The exchanges named in the ``fanout_exchanges`` option (Celery's event
-   exchange ``celeryev``) are broadcast through SNS whatever type they are
-   declared with. Celery declares ``celeryev`` as a *topic* exchange on every
-   broker but redis and gcpubsub (``celery.events.event.get_exchange``, the
-   "quick hack for Issue #436"), and a topic exchange on a virtual transport
-   routes through bindings kept in each process's memory, so events never
-   left the worker. Flower builds its own ``EventReceiver``, so this cannot be
-   fixed in the Celery app: it has to be the transport.
-3. A remote-control reply (exchange ``reply.<app>.pidbox``, routing key the
-   client's id) goes to the queue ``<routing key>.<exchange>``, the name
-   ``kombu.pidbox.Mailbox.get_reply_queue`` gives it. The worker's connection
-   does not know the client's binding, so kombu's lookup found no queue and
-   dropped every reply (celery/celery#3197 "Can't inspect SQS workers"). A
-   reply whose queue is gone is dropped instead of re-creating the queue,
-   which is how late replies leaked ``*-reply-celery-pidbox`` queues
-   (celery/celery#8348).
-4. A no-ack consumer drained outside the worker's event loop (Celery's event
-   receiver, the inspect reply queue) deletes what it receives with a plain
-   ``DeleteMessageBatch``. kombu 5.7 deletes through the asynchronous client,
-   which needs the worker's hub and fails without one with ``'NoneType' object
-   has no attribute ...`` (same cause as celery/kombu#746).
-5. Queues declared ``auto_delete`` or ``exclusive`` (the event receivers'
-   ``celeryev.<id>``, the workers' ``<host>...celery.pidbox``, the reply
-   queues) are *ephemeral*: created with a short retention, tagged with their
-   expiry, kept alive by their consumer, and deleted, with their SNS
-   subscriptions, when the channel that declared them closes, when the
-   connection closes, or when the process exits. SQS has no auto-delete or
-   ``x-expires``, so before this every monitoring session left its queues and
-   subscriptions behind. One that a killed process leaves behind is swept by
-   the next process that binds a queue to the same exchange, once its
-   keep-alive tag is older than its expiry.
-6. Events are published in the background, in ``PublishBatch`` calls of up to
-   ten messages, so that a worker's event loop never waits for SNS and a busy
-   worker makes a tenth of the calls (option ``fanout_publish_interval``).
-   Broadcasts that are not events (control commands) are published at once.
-7. ``_delete`` drops the queue's URL from the cache under its SQS name; kombu
-   5.7 pops the Celery name, so a deleted queue's URL was reused (the same
-   ``_delete`` that celery/kombu#2091 made actually delete the queue).
-
-Each of these is a workaround for kombu 5.7.0 / Celery 5.7.0; see the comments
-where they are made. With ``supports_fanout`` off (``PUDATO_BROKER__MONITORING
-=false``) nothing is broadcast: Celery makes no worker mailbox and events stay
-in the process that sends them.
-"""
+"""The SQS channel with SNS broadcast for Celery's events and remote control (package docstring)."""
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import queue as queue_module
-import threading
 import time
-import weakref
-from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -78,156 +15,19 @@ from kombu.utils.json import dumps
 from kombu.utils.objects import cached_property
 from kombu.utils.uuid import uuid
 
+from workers.transport.ephemeral import (
+    _MISSING_QUEUE,
+    KEEPALIVE_S,
+    MIN_EXPIRY_S,
+    MIN_RETENTION_S,
+    TAG_ALIVE,
+    TAG_EXPIRES,
+    _Ephemeral,
+    _is_missing,
+    track,
+)
+
 log = logging.getLogger(__name__)
-
-#: SQS tag keys on ephemeral queues: their expiry (as AMQP ``x-expires``, in
-#: seconds) and when their consumer last showed it was alive (Unix time).
-TAG_EXPIRES = "pudato:expires-s"
-TAG_ALIVE = "pudato:alive-at"
-#: How often a consumer refreshes its queue's keep-alive tag, and the least
-#: time a queue may go without it before another process deletes it (a worker
-#: whose event loop a task blocks, as the solo pool does, stops refreshing).
-KEEPALIVE_S = 60.0
-MIN_EXPIRY_S = 5 * KEEPALIVE_S
-#: SQS keeps a message at least 60 s: the floor for an ephemeral queue's TTL.
-MIN_RETENTION_S = 60
-#: SNS PublishBatch limits: 10 entries, 256 KiB in all.
-BATCH_ENTRIES = 10
-BATCH_BYTES = 250_000
-
-_MISSING_QUEUE = ("NonExistentQueue", "QueueDoesNotExist")
-_MISSING_SUBSCRIPTION = ("NotFound", "InvalidParameter")
-
-
-def _is_missing(exc: ClientError, codes: tuple[str, ...]) -> bool:
-    code = exc.response.get("Error", {}).get("Code", "")
-    return any(c in code for c in codes)
-
-
-@dataclass(eq=False)
-class _Ephemeral:
-    """An SQS queue standing in for an AMQP auto-delete queue."""
-
-    name: str  # kombu's name; SQS's is channel.canonical_queue_name(name)
-    url: str
-    sqs: Any  # clients to delete it with, usable after its channel closed
-    channel_id: int
-    pid: int = field(default_factory=os.getpid)
-    sns: Any = None
-    subscriptions: set[str] = field(default_factory=set)
-    touched: float = field(default_factory=time.monotonic)
-    dropped: bool = False
-
-    def drop(self) -> None:
-        """Unsubscribe and delete the queue. Only its own process may: forked children inherit the record."""
-        if self.dropped or self.pid != os.getpid():
-            self.dropped = True
-            _live.discard(self)
-            return
-        self.dropped = True
-        _live.discard(self)
-        for arn in self.subscriptions:
-            try:
-                self.sns.unsubscribe(SubscriptionArn=arn)
-            except ClientError as exc:
-                if not _is_missing(exc, _MISSING_SUBSCRIPTION):
-                    log.warning("could not unsubscribe %s: %s", arn, exc)
-            except BotoCoreError as exc:
-                log.warning("could not unsubscribe %s: %s", arn, exc)
-        try:
-            self.sqs.delete_queue(QueueUrl=self.url)
-        except ClientError as exc:
-            if not _is_missing(exc, _MISSING_QUEUE):
-                log.warning("could not delete the ephemeral queue %s: %s", self.url, exc)
-                return
-        except BotoCoreError as exc:
-            log.warning("could not delete the ephemeral queue %s: %s", self.url, exc)
-            return
-        log.debug("deleted the ephemeral queue %s and %d subscription(s)", self.url, len(self.subscriptions))
-
-
-class _BatchPublisher:
-    """Publishes SNS messages from a thread, up to ten per PublishBatch call.
-
-    A message waits at most ``interval`` seconds for others to share its call.
-    It is per process: a forked child starts its own thread on first use.
-    """
-
-    _STOP = object()
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._pid = 0
-        self._queue: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self.calls = 0  # PublishBatch calls made (read by the benchmark)
-        self.messages = 0
-
-    def submit(self, client: Any, topic_arn: str, body: str, attributes: dict[str, Any] | None) -> None:
-        if self._pid != os.getpid():
-            with self._lock:
-                if self._pid != os.getpid():
-                    self._queue = queue_module.SimpleQueue()
-                    self._thread = threading.Thread(target=self._run, args=(self._queue,),
-                                                    name="sns-batch-publisher", daemon=True)
-                    self._pid = os.getpid()
-                    self._thread.start()
-        self._queue.put((client, topic_arn, body, attributes))
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Publish what is waiting, then stop the thread."""
-        thread = self._thread
-        if thread is None or self._pid != os.getpid() or not thread.is_alive():
-            return
-        self._queue.put(self._STOP)
-        thread.join(timeout)
-        self._thread, self._pid = None, 0
-
-    def _run(self, inbox: queue_module.SimpleQueue[Any]) -> None:
-        stopping = False
-        while not stopping:
-            item = inbox.get()
-            if item is self._STOP:
-                return
-            batch, size = [item], len(item[2])
-            deadline = time.monotonic() + self.interval
-            while len(batch) < BATCH_ENTRIES:
-                try:
-                    item = inbox.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue_module.Empty:
-                    break
-                if item is self._STOP:
-                    stopping = True
-                    break
-                if size + len(item[2]) > BATCH_BYTES:
-                    self._publish(batch)
-                    batch, size = [], 0
-                batch.append(item)
-                size += len(item[2])
-            self._publish(batch)
-
-    def _publish(self, batch: list[tuple[Any, str, str, dict[str, Any] | None]]) -> None:
-        by_topic: dict[tuple[int, str], list[tuple[Any, str, str, dict[str, Any] | None]]] = {}
-        for item in batch:
-            by_topic.setdefault((id(item[0]), item[1]), []).append(item)
-        for items in by_topic.values():
-            client, topic_arn = items[0][0], items[0][1]
-            entries = []
-            for index, (_, _, body, attributes) in enumerate(items):
-                entry: dict[str, Any] = {"Id": str(index), "Message": body}
-                if attributes:
-                    entry["MessageAttributes"] = attributes
-                entries.append(entry)
-            try:
-                response = client.publish_batch(TopicArn=topic_arn, PublishBatchRequestEntries=entries)
-            except (ClientError, BotoCoreError) as exc:  # events are best effort, like Celery's own
-                log.warning("could not publish %d event message(s) to %s: %s", len(entries), topic_arn, exc)
-                continue
-            self.calls += 1
-            self.messages += len(entries)
-            if response.get("Failed"):
-                log.warning("SNS refused %d event message(s): %s", len(response["Failed"]), response["Failed"][:3])
 
 
 class Channel(SQS.Channel):
@@ -336,7 +136,7 @@ class Channel(SQS.Channel):
         url = self.sqs(queue=name).create_queue(QueueName=name, Attributes=attributes, tags=tags)["QueueUrl"]
         self._queue_cache[name] = url
         self._ephemeral[queue] = entry = _Ephemeral(queue, url, self._cleanup_client("sqs"), self.channel_id)
-        _live.add(entry)
+        track(entry)
         return queue_declare_ok_t(queue, 0, 0)
 
     def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> None:
@@ -486,55 +286,3 @@ class Channel(SQS.Channel):
             wait = self.broadcast_wait_time_seconds
         return connection.receive_message(queue_name, queue_url, number_messages=count,
                                           wait_time_seconds=wait, callback=callback)
-
-
-class Transport(SQS.Transport):
-    """``workers.transport:Transport``: see the module's docstring."""
-
-    Channel = Channel
-
-    def __init__(self, client: Any, **kwargs: Any) -> None:
-        super().__init__(client, **kwargs)
-        options = client.transport_options
-        if options.get("supports_fanout"):
-            # kombu 5.7.0's SQS transport lists 'direct' only, so Celery never starts the
-            # worker's remote-control consumer (celery/worker/consumer/control.py include_if).
-            self.implements = self.implements.extend(exchange_type=frozenset(["direct", "topic", "fanout"]))
-        self.publisher = _BatchPublisher(float(options.get("fanout_publish_interval", 0.5)))
-        _publishers.add(self.publisher)
-        self._ephemeral: dict[str, _Ephemeral] = {}
-        self._cleanup_clients: dict[str, Any] = {}
-
-    def close_connection(self, connection: Any) -> None:
-        self.publisher.close(timeout=2.0)
-        if self.publisher.messages:
-            log.info("published %d event message(s) to SNS in %d PublishBatch call(s)",
-                     self.publisher.messages, self.publisher.calls)
-        try:
-            super().close_connection(connection)
-        finally:
-            self.drop_ephemeral()
-
-    def drop_ephemeral(self) -> None:
-        """Delete this connection's ephemeral queues and their subscriptions."""
-        while self._ephemeral:
-            _, entry = self._ephemeral.popitem()
-            entry.drop()
-
-
-#: This process's ephemeral queues not yet deleted, and its publishers, for the exit.
-_live: set[_Ephemeral] = set()
-_publishers: weakref.WeakSet[_BatchPublisher] = weakref.WeakSet()
-
-
-@atexit.register
-def _at_exit() -> None:
-    # Flower's event receiver runs in a daemon thread that never closes its connection,
-    # and `celery inspect` exits without closing its pool: clean up after them.
-    for publisher in list(_publishers):
-        publisher.close(timeout=2.0)
-    for entry in list(_live):
-        try:
-            entry.drop()
-        except Exception:  # exiting anyway
-            log.debug("could not delete %s at exit", entry.url, exc_info=True)
