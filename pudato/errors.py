@@ -19,13 +19,15 @@ They stay picklable (``__reduce__``) because they cross worker processes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+ErrorKind = Literal["terminal", "transient", "error"]
 
 
 class PudatoError(Exception):
     """Root of every error Pudato raises on purpose."""
 
-    kind = "error"
+    kind: ClassVar[ErrorKind] = "error"
     # What the step did before it failed (a pudato.protocol.Outcome), if anything.
     outcome: Any = None
 

@@ -34,7 +34,8 @@ def topic_arn(sns: Any, name: str) -> str:
     for page in sns.get_paginator("list_topics").paginate():
         for topic in page["Topics"]:
             if topic["TopicArn"].rsplit(":", 1)[-1] == name:
-                return topic["TopicArn"]
+                arn: str = topic["TopicArn"]
+                return arn
     raise LookupError(f"SNS topic {name!r} does not exist; run `pudato infra up`")
 
 

@@ -23,7 +23,8 @@ _COUNTERS = {
 
 
 def _url(sqs: Any, name: str) -> str:
-    return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    url: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    return url
 
 
 def _counts(sqs: Any, url: str) -> dict[str, int]:
@@ -37,7 +38,8 @@ def depths(settings: Settings) -> list[dict[str, Any]]:
     for handler in HANDLERS:
         counts = _counts(sqs, _url(sqs, settings.queue_name(handler)))
         dead = _counts(sqs, _url(sqs, settings.dead_letter_queue_name(handler)))
-        rows.append({"queue": settings.queue_name(handler), **counts, "dead_letters": dead["visible"] + dead["in_flight"]})
+        dead_letters = dead["visible"] + dead["in_flight"]
+        rows.append({"queue": settings.queue_name(handler), **counts, "dead_letters": dead_letters})
     return rows
 
 

@@ -129,7 +129,8 @@ def listing(url: str) -> list[dict[str, Any]]:
 
 def remove(url: str, name: str) -> None:
     with session_scope(url) as session:
-        if session.execute(delete(Schedule).where(Schedule.name == name)).rowcount == 0:
+        removed = session.execute(delete(Schedule).where(Schedule.name == name))
+        if getattr(removed, "rowcount", 0) == 0:  # a DML result: SQLAlchemy types it as the generic Result
             raise NotFound(f"no schedule named {name!r}", schedule=name)
 
 
@@ -177,12 +178,11 @@ def release_lease(url: str, holder: str) -> None:
 def claim_due(url: str, now: datetime | None = None) -> list[tuple[str, dict[str, Any], datetime]]:
     """Claim every due slot: (name, target, slot). A slot is claimed by one caller only."""
     now = now or utcnow()
-    claimed = []
-    with get_engine(url).begin() as connection:
-        due = connection.execute(
-            select(Schedule.name, Schedule.target, Schedule.cron, Schedule.every_s, Schedule.next_run_at,
-                   Schedule.run_count).where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
-        ).all()
+    claimed: list[tuple[str, dict[str, Any], datetime]] = []
+    with session_scope(url) as session:
+        due = [(row.name, row.target, row.cron, row.every_s, row.next_run_at, row.run_count)
+               for row in session.scalars(select(Schedule).where(Schedule.enabled.is_(True),
+                                                                 Schedule.next_run_at <= now))]
     for name, target, cron, every_s, next_run_at, run_count in due:
         slot = _aware(next_run_at)
         assert slot is not None

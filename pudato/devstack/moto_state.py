@@ -158,8 +158,10 @@ def snapshot_api(endpoint: str) -> dict[str, Any]:
     return {"format": STATE_FORMAT, "saved_at": time.time(), "s3": buckets, "sqs": queues, "sns": topics}
 
 
-def _all(call: Callable[..., dict[str, Any]], key: str, **kwargs: Any) -> list[dict[str, Any]]:
-    found, token = [], None
+def _all(call: Callable[..., dict[str, Any]], key: str, **kwargs: Any) -> list[Any]:
+    """Every item of a paginated list call: dicts, or strings for queue URLs."""
+    found: list[Any] = []
+    token = None
     while True:
         response = call(**kwargs, **({"NextToken": token} if token else {}))
         found += response.get(key, [])

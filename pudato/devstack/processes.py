@@ -84,6 +84,11 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _kill_group_if_alive(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        os.killpg(child.pid, signal.SIGKILL)
+
+
 def run_bounded(command: list[str], grace: float) -> int:
     """Run ``command``; on SIGINT or SIGTERM pass SIGTERM on, and SIGKILL it if it is still there after ``grace``.
 
@@ -94,7 +99,7 @@ def run_bounded(command: list[str], grace: float) -> int:
     # In a process group of its own, so that a signal to ours (honcho signals the group) reaches it
     # once, from here; on Linux it is killed if this wrapper dies first.
     # No other thread runs yet, so preexec_fn is safe here.
-    child = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+    child = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)
     stopping = threading.Event()
 
     def stop_child(_signum: int) -> None:
@@ -103,7 +108,7 @@ def run_bounded(command: list[str], grace: float) -> int:
         stopping.set()
         if child.poll() is None:
             child.terminate()
-            later(grace, lambda: child.poll() is None and os.killpg(child.pid, signal.SIGKILL))
+            later(grace, lambda: _kill_group_if_alive(child))
 
     on_stop_signals(stop_child)
     code = child.wait()

@@ -145,9 +145,8 @@ class Handler:
                 describe_validation_error(exc, f"payload for {self.name}.{command.action}")
             ) from None
         method = getattr(self, method_name)
-        if method.__code__.co_argcount > 2:
-            return method(payload, command)
-        return method(payload)
+        outcome: Outcome = method(payload, command) if method.__code__.co_argcount > 2 else method(payload)
+        return outcome
 
     def _result(
         self,
@@ -183,4 +182,5 @@ def _seconds(value: float) -> Any:
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(details, default=str))
+    jsonable: dict[str, Any] = json.loads(json.dumps(details, default=str))
+    return jsonable

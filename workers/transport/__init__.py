@@ -85,6 +85,7 @@ class Transport(SQS.Transport):
     """``workers.transport:Transport``: see the module's docstring."""
 
     Channel = Channel
+    implements: Any  # kombu's capability record, extended below
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import cached_property
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -12,7 +13,6 @@ from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 from kombu.transport.virtual.base import queue_declare_ok_t
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
-from kombu.utils.objects import cached_property
 from kombu.utils.uuid import uuid
 
 from workers.transport.ephemeral import (
@@ -59,11 +59,12 @@ class Channel(SQS.Channel):
         # transport for the type, or kombu's SQS transport broadcasts topic exchanges.
         if exchange in self.fanout_exchanges:
             type = "fanout"
-        return super().exchange_declare(exchange, type, *args, **kwargs)
+        super().exchange_declare(exchange, type, *args, **kwargs)
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
         if exchange not in self.fanout_exchanges:  # a control command: publish now
-            return super()._put_fanout(exchange, message, routing_key, **kwargs)
+            super()._put_fanout(exchange, message, routing_key, **kwargs)
+            return
         properties = message.get("properties", {})
         attributes = self.fanout.serialise_message_attributes(properties.get("message_attributes"))
         self.connection.publisher.submit(
@@ -104,7 +105,8 @@ class Channel(SQS.Channel):
         # _message_to_python deletes a no-ack message through the asynchronous client, which
         # needs the worker's hub (celery/kombu#746): delete the batch synchronously instead.
         if queue not in self._noack_queues:
-            return super()._messages_to_python(messages, queue)
+            decoded: list[dict[str, Any]] = super()._messages_to_python(messages, queue)
+            return decoded
         q_url = self._new_queue(queue)
         payloads = [
             self._prepare_json_payload(bytes_to_str(self._decode_python_message_body(m["Body"]))) for m in messages
@@ -142,7 +144,8 @@ class Channel(SQS.Channel):
     def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> None:
         entry = self._ephemeral.pop(queue, None)
         if entry is None:
-            return super().queue_delete(queue, if_unused=if_unused, if_empty=if_empty, **kwargs)
+            super().queue_delete(queue, if_unused=if_unused, if_empty=if_empty, **kwargs)
+            return
         self.state.queue_bindings_delete(queue)
         self._forget(entry)
         entry.drop()
