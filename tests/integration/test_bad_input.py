@@ -61,5 +61,6 @@ def test_a_pickled_message_is_refused(stack):
     while time.monotonic() < deadline and len(stack.registry.rejected_messages()) == before:
         time.sleep(0.2)
     rejected = stack.registry.rejected_messages()[before:]
-    assert rejected and "pickle" in rejected[0]["reason"]
+    assert rejected
+    assert 'pickle' in rejected[0]['reason']
     assert stack.workers["storage"].poll() is None
