@@ -62,5 +62,5 @@ def test_a_pickled_message_is_refused(stack):
         time.sleep(0.2)
     rejected = stack.registry.rejected_messages()[before:]
     assert rejected
-    assert 'pickle' in rejected[0]['reason']
+    assert "pickle" in rejected[0]["reason"]
     assert stack.workers["storage"].poll() is None

@@ -46,9 +46,9 @@ def test_three_step_chain_records_inputs_outputs_and_timings(stack):
     store, load, query = record["steps"]
     for step in (store, load, query):
         assert step["status"] == "succeeded"
-        assert step['started_at']
-        assert step['finished_at']
-        assert step['duration_ms'] >= 0
+        assert step["started_at"]
+        assert step["finished_at"]
+        assert step["duration_ms"] >= 0
         assert step["job_id"] == job.job_id
     assert store["outputs"][0]["namespace"] == "s3://pudato-test"
     assert _same(store["outputs"][0], load["inputs"][0])

@@ -138,13 +138,13 @@ def test_flower_and_inspect_see_every_worker_and_task_and_leave_nothing_behind(s
             assert task["routing_key"] == f"pudato-{handler}"  # its queue, from task-sent
             assert task["worker"].startswith(f"{handler}@")
             assert f"'action': '{step['action']}'" in task["kwargs"]
-            assert task['received']
-            assert task['started']
+            assert task["received"]
+            assert task["started"]
             if step["status"] == "succeeded":
                 assert task["state"] == "SUCCESS"
                 assert task["runtime"] > 0
-                assert step['id'] in task['result']
-                assert job.job_id in task['result']
+                assert step["id"] in task["result"]
+                assert job.job_id in task["result"]
             else:
                 assert task["state"] == "FAILURE"
                 assert "no_such_table" in task["exception"]

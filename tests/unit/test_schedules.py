@@ -70,8 +70,8 @@ def test_missed_slots_are_coalesced_and_the_next_one_kept(url):
     assert claims[0][2] == first
     row = schedules.listing(url)[0]
     assert row["next_run_at"].replace(tzinfo=UTC) == first + timedelta(seconds=360)
-    assert row['run_count'] == 1
-    assert row['last_run_at'] is not None
+    assert row["run_count"] == 1
+    assert row["last_run_at"] is not None
 
 
 def test_pause_resume_remove_and_redefine_keep_history(url):
@@ -84,9 +84,9 @@ def test_pause_resume_remove_and_redefine_keep_history(url):
     schedules.upsert(url, "ping", schedules.ScheduleSpec(step={"handler": "catalog", "action": "ping"}, every_s=60),
                      source="config")
     row = schedules.listing(url)[0]
-    assert row['run_count'] == 1
-    assert row['target']['step']['handler'] == 'catalog'
-    assert row['source'] == 'config'
+    assert row["run_count"] == 1
+    assert row["target"]["step"]["handler"] == "catalog"
+    assert row["source"] == "config"
     schedules.remove(url, "ping")
     with pytest.raises(NotFound):
         schedules.remove(url, "ping")
