@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit integration bench stack clean
+.PHONY: demo test lint unit integration bench stack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# mypy strict and ruff over the library, the workers and the tests (configured in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check pudato workers tests bench celeryconfig.py
+	$(BIN)/mypy
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
