@@ -80,14 +80,12 @@ class QueryHandler(WarehouseHandler):
         with ExitStack() as stack:
             views, inputs, files = self._sources(stack, payload.sources)
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pudato-query-")))
-            with self.warehouse.session(read_only=True) as session:
-                session.restrict(files=files, directories=[workdir])
+            writes = [workdir] if payload.output else []
+            with self.warehouse.query_session(files, writes) as session:
                 for alias, reader in views.items():
                     view = f"CREATE TEMP VIEW {quote_identifier(alias)} AS SELECT * FROM {reader}"
                     session.execute(view, record=False)
                 tables = session.tables_read(sql, skip=list(views))
-                # The versions read: a read-only session sees one snapshot throughout.
-                inputs = [self._table_input(session, t) for t in tables] + inputs
                 if payload.output:
                     target = workdir / f"result.{payload.output.format}"
                     columns, written = session.copy_to(sql, payload.output.format, target)
@@ -97,6 +95,9 @@ class QueryHandler(WarehouseHandler):
                     columns = _columns(cursor.description)
                     fetched = cursor.fetchmany(limit + 1)
                     session.executions.append(_record(sql, started_at, clock, min(len(fetched), limit)))
+                # The versions read: a read-only session sees one snapshot throughout, and after
+                # the query the files' metadata are in DuckDB's cache.
+                inputs = [self._table_input(session, t) for t in tables] + inputs
             if payload.output:
                 # Upload after closing the warehouse: other workers need not wait on the network.
                 return self._store(payload.output, target, columns, written, inputs, session.executions)

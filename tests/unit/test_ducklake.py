@@ -144,3 +144,19 @@ def test_conflicting_writers_are_retried_and_lose_no_row(settings: Settings, tmp
         process.join(180)
     assert [p.exitcode for p in workers] == [0, 0]
     assert lake.table_version("shared").rows == 2 * 3 * 50
+
+
+def test_queries_share_one_sandboxed_instance_that_sees_new_commits_and_no_files(settings: Settings) -> None:
+    storage = LocalStorage(settings.storage.local_root)
+    storage.put_bytes("a.csv", b"id\n1\n")
+    lake = warehouse_backend(settings)
+    tables, queries = TableHandler(settings, storage, lake), QueryHandler(settings, storage, lake)
+    _run(tables, "load", table="first", key="a.csv")
+    assert _run(queries, "run", sql="select count(*) from first").data["rows"] == [[1]]
+    for attempt in range(2):  # the shared instance stays sandboxed, query after query
+        refused = queries.execute(Command(handler="query", action="run",
+                                          payload={"sql": f"select * from read_csv('{settings.storage.local_root}/a.csv')"}))
+        assert refused.error is not None
+        assert refused.error.type == "UnsafeInput", (attempt, refused.error)
+    _run(tables, "load", table="second", key="a.csv")  # committed after the instance was opened
+    assert _run(queries, "run", sql="select count(*) from second").data["rows"] == [[1]]

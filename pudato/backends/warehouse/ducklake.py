@@ -128,6 +128,7 @@ class DuckLakeWarehouse(DuckDBEngine):
     versioned = True
     concurrent_writers = True
     enforces_primary_keys = False
+    keeps_spare = True
     conflict_markers = (
         "Transaction conflict",
         "Failed to commit DuckLake transaction",
