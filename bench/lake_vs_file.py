@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import bench_stack  # noqa: E402
-from pudato.demo import COMPARE_SQL, DATA, RELEASES  # noqa: E402
-from pudato.handlers.query import QueryHandler  # noqa: E402
-from pudato.handlers.table import TableHandler  # noqa: E402
-from pudato.protocol import Command  # noqa: E402
-from pudato.settings import Settings  # noqa: E402
+from bench.harness import bench_stack
+from pudato.demo import COMPARE_SQL, DATA, RELEASES
+from pudato.handlers.query import QueryHandler
+from pudato.handlers.table import TableHandler
+from pudato.protocol import Command
+from pudato.settings import Settings
 
 
 def _execute(handler: object, action: str, **payload: object) -> dict[str, object]:

@@ -21,11 +21,11 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import bench_stack  # noqa: E402
-from pudato import aws  # noqa: E402
-from pudato.backends.warehouse.engine import load_extension, s3_secret_sql  # noqa: E402
-from pudato.handlers.query import QueryHandler  # noqa: E402
-from pudato.protocol import Command  # noqa: E402
+from bench.harness import bench_stack
+from pudato import aws
+from pudato.backends.warehouse.engine import load_extension, s3_secret_sql
+from pudato.handlers.query import QueryHandler
+from pudato.protocol import Command
 
 KEY = "bench/events.parquet"
 SQL = "select count(*) as n, sum(amount) as total, count(distinct account) as accounts from events"

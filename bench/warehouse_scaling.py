@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import REPO, bench_stack  # noqa: E402
-from pudato import aws, jobs, local  # noqa: E402
-from pudato.demo import DATA, RELEASES  # noqa: E402
+from bench.harness import REPO, bench_stack
+from pudato import aws, jobs, local
+from pudato.demo import DATA, RELEASES
 
 LAKE = {"PUDATO_WAREHOUSE__BACKEND": "ducklake"}
 

@@ -26,7 +26,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +35,12 @@ from urllib.parse import urlparse
 
 import duckdb
 
-from pudato.backends.warehouse import TableName, WarehouseBackend, parse_table_name, quote_identifier
+from pudato.backends.warehouse import (
+    TableName,
+    WarehouseBackend,
+    parse_table_name,
+    quote_identifier,
+)
 from pudato.backends.warehouse.session import Policy, Session
 from pudato.backends.warehouse.sql import scrubbed, sql_string, translate_error
 from pudato.errors import BackendUnavailable, ConfigurationError, NotFound, PudatoError
@@ -136,7 +141,7 @@ class DuckDBEngine(WarehouseBackend):
     """A warehouse that DuckDB, in this process, opens for each operation."""
 
     #: Extensions every instance loads (httpfs is added when S3 is configured).
-    extensions: ClassVar[tuple[str, ...]] = ()
+    extensions: tuple[str, ...] = ()
     #: Words in DuckDB's errors that mean "wait and try again" when opening.
     open_markers: ClassVar[tuple[str, ...]] = ()
     #: Words that mean "another writer got there first: run the transaction again".
@@ -255,13 +260,13 @@ class DuckDBEngine(WarehouseBackend):
             return None
         try:
             return future.result(timeout=self.lock_timeout_s)
-        except Exception:  # the spare failed (catalog away): the caller opens, with retries
+        except (PudatoError, duckdb.Error, OSError, TimeoutError):  # the spare failed: the caller opens, with retries
             return None
 
     def _prepare_spare(self, future: Future[duckdb.DuckDBPyConnection]) -> None:
         try:
             future.set_result(self._open_now(read_only=True))
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 - handed over whole to the caller that takes the spare
             future.set_exception(exc)
 
     def _open_now(self, read_only: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -351,7 +356,7 @@ class DuckDBEngine(WarehouseBackend):
             self._sandboxed = (os.getpid(), con)
             return con
 
-    def _session(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> Iterator[Session]:
+    def _session(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> Generator[Session, None, None]:
         session = Session(con, self.database_name, self._policy())
         if not (read_only and self.versioned):
             yield session
