@@ -8,6 +8,7 @@ sorted at the driver boundary into one of two kinds::
     │   ├── InvalidCommand         malformed message, unknown action, bad payload
     │   ├── UnsafeInput            a path, identifier or URL from a message was refused
     │   ├── NotFound               a missing object, table or dataset
+    │   │   └── SnapshotGone       a dataset version (lake snapshot) no longer exists
     │   ├── QueryFailed            SQL that the engine rejected
     │   └── ConfigurationError     a setting is missing or wrong
     └── TransientError             the step may succeed if retried later
@@ -74,6 +75,28 @@ class UnsafeInput(TerminalError):
 
 class NotFound(TerminalError):
     """A named object, table or dataset does not exist."""
+
+
+class SnapshotGone(NotFound):
+    """A dataset's recorded version cannot be read: the lake snapshot expired, or the table did not exist then."""
+
+    def __init__(self, dataset: str, snapshot: int | None, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"dataset {dataset} at lake snapshot {snapshot} cannot be read: the snapshot is gone "
+            "(expired or never taken) or the table did not exist then",
+            dataset=dataset,
+            snapshot=snapshot,
+        )
+
+    @property
+    def dataset(self) -> str:
+        return str(self.details.get("dataset"))
+
+    @property
+    def snapshot(self) -> int | None:
+        value = self.details.get("snapshot")
+        return int(value) if value is not None else None
 
 
 class QueryFailed(TerminalError):
