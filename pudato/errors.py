@@ -8,6 +8,7 @@ sorted at the driver boundary into one of two kinds::
     │   ├── InvalidCommand         malformed message, unknown action, bad payload
     │   ├── UnsafeInput            a path, identifier or URL from a message was refused
     │   ├── NotFound               a missing object, table or dataset
+    │   │   └── VersionGone        a recorded version that can no longer be read
     │   ├── QueryFailed            SQL that the engine rejected
     │   └── ConfigurationError     a setting is missing or wrong
     └── TransientError             the step may succeed if retried later
@@ -72,6 +73,11 @@ class UnsafeInput(TerminalError):
 
 class NotFound(TerminalError):
     """A named object, table or dataset does not exist."""
+
+
+class VersionGone(NotFound):
+    """A rerun's input version is gone: an S3 version deleted or expired, a lake snapshot expired,
+    or a file changed in a backend that keeps no versions. ``dataset`` and ``version`` name it."""
 
 
 class QueryFailed(TerminalError):

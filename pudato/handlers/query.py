@@ -28,7 +28,7 @@ from pudato.errors import InvalidCommand
 from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, format_for, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
-from pudato.protocol import DataReference, Event, ExecutionRecord, Outcome, utcnow
+from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outcome, utcnow
 
 _SQL_MAX = 100_000
 _DEFAULT_LIMIT = 1000
@@ -69,7 +69,7 @@ class QueryHandler(WarehouseHandler):
     name = "query"
 
     @action("run", RunPayload)
-    def run(self, payload: RunPayload) -> Outcome:
+    def run(self, payload: RunPayload, command: Command) -> Outcome:
         max_rows = self.settings.warehouse.max_rows
         limit = payload.limit if payload.limit is not None else min(_DEFAULT_LIMIT, max_rows)
         if limit > max_rows:
@@ -78,7 +78,7 @@ class QueryHandler(WarehouseHandler):
         if payload.output:
             self.storage.reference(payload.output.key)  # refuse a bad key before any work
         with ExitStack() as stack:
-            views, inputs, files = self._sources(stack, payload.sources)
+            views, inputs, files = self._sources(stack, payload.sources, command)
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pudato-query-")))
             with self.warehouse.session(read_only=True) as session:
                 session.restrict(files=files, directories=[workdir])
@@ -112,17 +112,18 @@ class QueryHandler(WarehouseHandler):
         )
 
     def _sources(
-        self, stack: ExitStack, sources: dict[str, Source]
+        self, stack: ExitStack, sources: dict[str, Source], command: Command
     ) -> tuple[dict[str, str], list[DataReference], list[Path]]:
-        """Local copies of the source objects, and the table function reading each."""
+        """Local copies of the source objects (at their pinned versions, if any), and the table function reading each."""
         views: dict[str, str] = {}
         inputs: list[DataReference] = []
         files: list[Path] = []
         for alias, source in sources.items():
-            info = self.storage.head(source.key)  # first: it refuses an unsafe key
+            version = self.pinned_version(source.key, command)
+            info = self.storage.head(source.key, version)  # first: it refuses an unsafe key
             fmt = format_for(source.key, source.format)
             inputs.append(self.storage.reference(source.key, info))
-            path = stack.enter_context(self.storage.local_path(source.key))
+            path = stack.enter_context(self.storage.local_path(source.key, version))
             if fmt == "csv":
                 path, _ = stack.enter_context(utf8_file(path))
             path = path.resolve()
