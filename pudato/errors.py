@@ -9,6 +9,7 @@ sorted at the driver boundary into one of two kinds::
     │   ├── UnsafeInput            a path, identifier or URL from a message was refused
     │   ├── NotFound               a missing object, table or dataset
     │   │   └── VersionGone        a recorded version that can no longer be read
+    │   │       └── SnapshotGone   a lake snapshot that no longer exists
     │   ├── QueryFailed            SQL that the engine rejected
     │   └── ConfigurationError     a setting is missing or wrong
     └── TransientError             the step may succeed if retried later
@@ -78,6 +79,29 @@ class NotFound(TerminalError):
 class VersionGone(NotFound):
     """A rerun's input version is gone: an S3 version deleted or expired, a lake snapshot expired,
     or a file changed in a backend that keeps no versions. ``dataset`` and ``version`` name it."""
+
+
+class SnapshotGone(VersionGone):
+    """A dataset's recorded version cannot be read: the lake snapshot expired, or the table did not exist then."""
+
+    def __init__(self, dataset: str, snapshot: int | None, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"dataset {dataset} at lake snapshot {snapshot} cannot be read: the snapshot is gone "
+            "(expired or never taken) or the table did not exist then",
+            dataset=dataset,
+            snapshot=snapshot,
+            version=snapshot,
+        )
+
+    @property
+    def dataset(self) -> str:
+        return str(self.details.get("dataset"))
+
+    @property
+    def snapshot(self) -> int | None:
+        value = self.details.get("snapshot")
+        return int(value) if value is not None else None
 
 
 class QueryFailed(TerminalError):

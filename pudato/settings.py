@@ -42,11 +42,29 @@ class StorageSettings(_Section):
 
 
 class WarehouseSettings(_Section):
-    """The DuckDB database that the table, query and transform handlers share."""
+    """The warehouse the table, query and transform handlers share.
 
+    ``backend``: ``duckdb`` (one local file, ``path``) or ``ducklake`` (a catalog
+    database and data files under ``data_path``; see pudato/backends/warehouse).
+    """
+
+    backend: Literal["duckdb", "ducklake"] = "duckdb"
+    # duckdb: the database file.
     path: Path = Path(".pudato/warehouse.duckdb")
+    # How long an operation waits out another process's lock (duckdb) or retries a write conflict (ducklake).
     lock_timeout_s: float = 60.0
     max_rows: int = 10_000
+    # ducklake: the catalog. A PostgreSQL URL (postgresql://user@host:port/db, the password in
+    # catalog_password) or sqlite:///path. Empty: the database catalog_database on the registry's
+    # PostgreSQL server, or .pudato/lake.sqlite when the registry is SQLite.
+    catalog_url: str | None = None
+    catalog_database: str = "pudato_lake"
+    catalog_password: SecretStr | None = None
+    # ducklake: where the Parquet data files go. Empty: s3://<storage bucket>/lake/ with S3 storage,
+    # else .pudato/lake/ next to the local storage root.
+    data_path: str | None = None
+    # Where DuckDB's extensions are installed from the PyPI wheels; never downloaded.
+    extension_dir: Path = Path(".pudato/duckdb_extensions")
 
 
 class LogicSettings(_Section):

@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pudato.backends.warehouse import check_identifier, quote_identifier
-from pudato.backends.warehouse.duckdb import ENGINE, Session, parse_statements, sql_string
+from pudato.backends.warehouse import TableName, check_identifier, quote_identifier
+from pudato.backends.warehouse.session import Session
+from pudato.backends.warehouse.sql import ENGINE, parse_statements
 from pudato.errors import InvalidCommand
 from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, format_for, utf8_file
@@ -32,7 +33,6 @@ from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outc
 
 _SQL_MAX = 100_000
 _DEFAULT_LIMIT = 1000
-_READERS = {"csv": "read_csv_auto", "parquet": "read_parquet", "json": "read_json_auto"}
 
 
 class Source(BaseModel):
@@ -86,10 +86,11 @@ class QueryHandler(WarehouseHandler):
                     view = f"CREATE TEMP VIEW {quote_identifier(alias)} AS SELECT * FROM {reader}"
                     session.execute(view, record=False)
                 tables = session.tables_read(sql, skip=list(views))
-                inputs = [self.warehouse.reference(t) for t in tables] + inputs
+                # The versions read: a read-only session sees one snapshot throughout.
+                inputs = [self._table_input(session, t) for t in tables] + inputs
                 if payload.output:
                     target = workdir / f"result.{payload.output.format}"
-                    columns, written = _copy(session, sql, payload.output.format, target)
+                    columns, written = session.copy_to(sql, payload.output.format, target)
                 else:
                     started_at, clock = utcnow(), time.perf_counter()
                     cursor = session.execute(sql, record=False)
@@ -111,26 +112,37 @@ class QueryHandler(WarehouseHandler):
             },
         )
 
+    def _table_input(self, session: Session, table: TableName) -> DataReference:
+        if session.find(table) is None:  # a view: its own inputs are what it reads
+            return self.warehouse.reference(table, kind="view")
+        return self.warehouse.reference(table, **session.version(table).facets())
+
     def _sources(
         self, stack: ExitStack, sources: dict[str, Source], command: Command
-    ) -> tuple[dict[str, str], list[DataReference], list[Path]]:
-        """Local copies of the source objects (at their pinned versions, if any), and the table function reading each."""
+    ) -> tuple[dict[str, str], list[DataReference], list[str]]:
+        """Where each source object is read from, and the table function reading it.
+
+        Parquet is read in place (an s3:// URL) when the storage and the warehouse
+        can; everything else, and an object pinned at an older version (an exact
+        rerun), from a local copy (CSV is made UTF-8 first).
+        """
         views: dict[str, str] = {}
         inputs: list[DataReference] = []
-        files: list[Path] = []
+        files: list[str] = []
         for alias, source in sources.items():
             version = self.pinned_version(source.key, command)
             info = self.storage.head(source.key, version)  # first: it refuses an unsafe key
             fmt = format_for(source.key, source.format)
             inputs.append(self.storage.reference(source.key, info))
-            path = stack.enter_context(self.storage.local_path(source.key, version))
-            if fmt == "csv":
-                path, _ = stack.enter_context(utf8_file(path))
-            path = path.resolve()
-            files.append(path)
-            # A view body cannot hold a statement parameter, so the path goes in as a quoted literal;
-            # it is a path we chose (a storage file or our temp copy), not text from the message.
-            views[alias] = f"{_READERS[fmt]}({sql_string(str(path))})"
+            location = self.storage.direct_url(source.key) if fmt == "parquet" and version is None else None
+            if location is None:
+                path = stack.enter_context(self.storage.local_path(source.key, version))
+                if fmt == "csv":
+                    path, _ = stack.enter_context(utf8_file(path))
+                location = str(path.resolve())
+            files.append(location)
+            # A location we chose (an object URL, a storage file or our temp copy), not text from the message.
+            views[alias] = Session.read_sql(fmt, location)
         return views, inputs, files
 
     def _store(
@@ -153,15 +165,6 @@ class QueryHandler(WarehouseHandler):
             data={"columns": columns, "row_count": rows, "object": info.model_dump(exclude_none=True)},
             events=[Event(type="query.written", dataset=written, detail={"rows": rows, "format": output.format})],
         )
-
-
-def _copy(session: Session, sql: str, fmt: str, target: Path) -> tuple[list[dict[str, str]], int]:
-    """COPY the whole result to ``target``; returns its columns and row count."""
-    columns = _columns(session.execute(f"SELECT * FROM (\n{sql}\n) LIMIT 0", record=False).description)
-    options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
-    # Newlines around the SQL: a trailing "-- comment" cannot swallow the closing parenthesis.
-    rows = session.write(f"COPY (\n{sql}\n) TO {sql_string(str(target))} ({options})")
-    return columns, rows
 
 
 def _columns(description: Any) -> list[dict[str, str]]:

@@ -6,7 +6,6 @@ and quoted; values always travel as statement parameters.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -21,7 +20,7 @@ from pudato.backends.warehouse import (
     parse_table_name,
     quote_identifier,
 )
-from pudato.backends.warehouse.duckdb import Session
+from pudato.backends.warehouse.session import CsvRead, Session
 from pudato.errors import InvalidCommand, NotFound
 from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, check_encoding, format_for, normalize_names, utf8_file
@@ -116,23 +115,28 @@ class TableHandler(WarehouseHandler):
         missing = [k for k in payload.primary_key if k not in payload.columns]
         if missing:
             raise InvalidCommand(f"primary_key names columns not in columns: {missing}")
-        definitions = [f"{quote_identifier(c)} {t}" for c, t in payload.columns.items()]
-        if payload.primary_key:
-            definitions.append(f"PRIMARY KEY ({', '.join(map(quote_identifier, payload.primary_key))})")
+        # A lake has no constraints: the key is kept in the Result, and upserts name their own key.
+        enforced = self.warehouse.enforces_primary_keys
         with self.warehouse.session() as session:
             existing = session.find(name, views=True)
             if existing and payload.if_not_exists:
                 return self._unchanged(session, *existing)
             if existing:
                 raise InvalidCommand(f"table {existing[0]} already exists; set if_not_exists to accept that")
-            with session.transaction():
-                self._ensure_schema(session, name)
-                session.write(f"CREATE TABLE {name.sql} ({', '.join(definitions)})")
+
+            def create(session: Session) -> None:
+                session.ensure_schema(name)
+                session.create_table(name, payload.columns, payload.primary_key if enforced else ())
+
+            session.atomic(create)
             output = self._reference(session, name)
+        data: dict[str, Any] = {"table": name.qualified, "created": True, "columns": output.facets["columns"]}
+        if payload.primary_key:
+            data["primary_key"] = {"columns": payload.primary_key, "enforced": enforced}
         return Outcome(
             outputs=[output],
             executions=session.executions,
-            data={"table": name.qualified, "created": True, "columns": output.facets["columns"]},
+            data=data,
             events=[Event(type="table.created", dataset=output)],
         )
 
@@ -148,7 +152,7 @@ class TableHandler(WarehouseHandler):
             encoding = None
             if fmt == "csv":
                 path, encoding = stack.enter_context(utf8_file(path, payload.encoding))
-            reader, params = _reader(fmt, path, payload)
+            reader, params = _reader(fmt, path, payload), None
             with self.warehouse.session() as session:
                 described = session.execute(f"SELECT * FROM {reader} LIMIT 0", params, record=False).description
                 originals = [column[0] for column in described]
@@ -156,14 +160,15 @@ class TableHandler(WarehouseHandler):
                 select = ", ".join(f"{quote_identifier(o)} AS {quote_identifier(n)}" for o, n in zip(originals, names))
                 where = _not_blank(originals) if payload.skip_blank_records else ""
                 query = f"SELECT {select} FROM {reader}{where}"
-                with session.transaction():
+
+                def write(session: Session) -> tuple[TableName, int]:
                     exists = session.find(name)
                     if payload.mode == "append" and exists:
-                        name = exists[0]
-                        loaded = session.write(f"INSERT INTO {name.sql} BY NAME {query}", params)
-                    else:
-                        self._ensure_schema(session, name)
-                        loaded = session.write(f"CREATE OR REPLACE TABLE {name.sql} AS {query}", params)
+                        return exists[0], session.append(exists[0], query, params)
+                    session.ensure_schema(name)
+                    return name, session.replace_with(name, query, params)
+
+                name, loaded = session.atomic(write)
                 output = self._reference(session, name, source_sha256=info.sha256, source=source.uri)
         renamed = {o: n for o, n in zip(originals, names) if o != n}
         return Outcome(
@@ -188,8 +193,7 @@ class TableHandler(WarehouseHandler):
         name = parse_table_name(payload.table)
         with self.warehouse.session() as session:
             name, types, rows = self._matched_rows(session, name, payload.rows)
-            with session.transaction():
-                inserted = _insert_rows(session, name.sql, types, rows)
+            inserted = session.atomic(lambda s: s.insert_rows(name.sql, types, rows))
             output = self._reference(session, name)
         return Outcome(
             outputs=[output],
@@ -208,8 +212,7 @@ class TableHandler(WarehouseHandler):
             for number, row in enumerate(rows, start=1):
                 if any(row.get(k) is None for k in keys):
                     raise InvalidCommand(f"row {number} has no value for a key column {keys}", row=number)
-            with session.transaction():
-                inserted, updated = _merge(session, name, types, keys, rows)
+            inserted, updated = session.atomic(lambda s: s.upsert(name, types, keys, rows))
             output = self._reference(session, name)
         return Outcome(
             outputs=[output],
@@ -247,7 +250,7 @@ class TableHandler(WarehouseHandler):
                 return Outcome(data={"table": name.qualified, "dropped": False})
             name, _ = self._require(session, name)
             reference = self._reference(session, name)
-            session.write(f"DROP TABLE {name.sql}")
+            session.atomic(lambda s: s.drop_table(name))
         return Outcome(
             inputs=[reference],
             executions=session.executions,
@@ -258,11 +261,12 @@ class TableHandler(WarehouseHandler):
     # -- helpers -------------------------------------------------------------
 
     def _reference(self, session: Session, name: TableName, **facets: Any) -> DataReference:
-        columns = [{"name": c["name"], "type": c["type"]} for c in session.columns(name)]
-        # Counting a view would run it; only stored tables get a row count.
+        """The table as a dataset, with its version: snapshot id (lake), row count, schema fingerprint."""
+        # Counting a view would run it; only stored tables get a row count and a version.
         if facets.get("kind", "table") == "table":
-            facets["rows"] = session.count(name)
-        facets["columns"] = columns
+            facets.update(session.version(name).facets())
+        else:
+            facets["columns"] = [{"name": c["name"], "type": c["type"]} for c in session.columns(name)]
         return self.warehouse.reference(name, **{k: v for k, v in facets.items() if v is not None})
 
     def _unchanged(self, session: Session, name: TableName, kind: str) -> Outcome:
@@ -295,99 +299,19 @@ class TableHandler(WarehouseHandler):
             )
         return name, types, [{stored[_fold(k)]: v for k, v in row.items()} for row in rows]
 
-    @staticmethod
-    def _ensure_schema(session: Session, name: TableName) -> None:
-        if name.schema != "main":
-            session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(name.schema)}")
-
 
 def _fold(name: str) -> str:
     # DuckDB matches identifiers case-insensitively, so payloads may too.
     return name.lower()
 
 
-def _reader(fmt: Format, path: Path, payload: LoadPayload) -> tuple[str, list[Any]]:
-    """The table function that reads the file, and its parameters."""
-    if fmt == "parquet":
-        return "read_parquet(?)", [str(path)]
-    if fmt == "json":
-        return "read_json_auto(?)", [str(path)]
-    options = ["header = ?", "all_varchar = ?"]
-    params: list[Any] = [str(path), payload.header, payload.all_varchar]
-    if payload.delimiter is not None:
-        options.append("delim = ?")
-        params.append(payload.delimiter)
-    if not payload.all_varchar:
-        # Sniff types over the whole file, so a late "N/A" cannot break the load halfway.
-        options.append("sample_size = -1")
-    return f"read_csv(?, {', '.join(options)})", params
+def _reader(fmt: Format, path: Path, payload: LoadPayload) -> str:
+    """The table function that reads the file, as the warehouse writes it."""
+    csv = CsvRead(header=payload.header, all_varchar=payload.all_varchar, delimiter=payload.delimiter)
+    return Session.read_sql(fmt, str(path), csv if fmt == "csv" else None)
 
 
 def _not_blank(columns: Sequence[str]) -> str:
     """WHERE clause keeping rows with at least one non-NULL, non-empty field."""
     fields = ", ".join(f"NULLIF(CAST({quote_identifier(c)} AS VARCHAR), '')" for c in columns)
     return f" WHERE COALESCE({fields}) IS NOT NULL"
-
-
-def _by_columns(rows: Sequence[Row]) -> dict[tuple[str, ...], list[Row]]:
-    """Rows grouped by the columns they mention, so none is written as NULL unasked."""
-    groups: dict[tuple[str, ...], list[Row]] = {}
-    for row in rows:
-        groups.setdefault(tuple(sorted(row)), []).append(row)
-    return groups
-
-
-def _insert_rows(session: Session, target_sql: str, types: dict[str, str], rows: Sequence[Row]) -> int:
-    """INSERT rows passed as one JSON parameter per group of rows; left-out columns get their default.
-
-    One JSON document converted by DuckDB is ~50x faster than thousands of VALUES
-    parameters, and ``json_transform_strict`` fails loudly on a value that does not fit.
-    """
-    inserted = 0
-    for order, group in _by_columns(rows).items():
-        structure = json.dumps([{c: types[c] for c in order}])
-        document = json.dumps(group, default=str, allow_nan=False)
-        fields = ", ".join(f"r.{quote_identifier(c)}" for c in order)
-        sql = (
-            f"INSERT INTO {target_sql} ({', '.join(quote_identifier(c) for c in order)}) "
-            f"SELECT {fields} FROM (SELECT unnest(json_transform_strict(?::JSON, ?)) AS r)"
-        )
-        inserted += session.write(sql, [document, structure])
-    return inserted
-
-
-def _merge(
-    session: Session, name: TableName, types: dict[str, str], keys: Sequence[str], rows: Sequence[Row]
-) -> tuple[int, int]:
-    """Stage rows in a temp table shaped like the target, then MERGE: (inserted, updated).
-
-    MERGE updates only the columns a row carries, so an upsert never blanks a column
-    it did not mention (a delete-then-insert would). Rows mentioning different
-    columns are merged in separate groups for the same reason.
-    """
-    stage = '"pudato_upsert_stage"'
-    key_list = ", ".join(quote_identifier(k) for k in keys)
-    session.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT {key_list} FROM {name.sql} LIMIT 0", record=False)
-    _insert_rows(session, stage, types, [{k: row[k] for k in keys} for row in rows])
-    repeated = session.rows(f"SELECT count(*) FROM (SELECT {key_list} FROM {stage} GROUP BY ALL HAVING count(*) > 1)")
-    if repeated[0][0]:
-        raise InvalidCommand(f"rows repeat a key ({list(keys)}); each key may appear once per upsert")
-    on = " AND ".join(f"t.{quote_identifier(k)} = s.{quote_identifier(k)}" for k in keys)
-    updated = 0
-    for order, group in _by_columns(rows).items():
-        quoted = [quote_identifier(c) for c in order]
-        session.execute(
-            f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT {', '.join(quoted)} FROM {name.sql} LIMIT 0", record=False
-        )
-        _insert_rows(session, stage, types, group)
-        # Keys are unique across the payload, so counting before each group's MERGE is exact.
-        matched = f"SELECT count(*) FROM {stage} s WHERE EXISTS (SELECT 1 FROM {name.sql} t WHERE {on})"
-        updated += session.rows(matched)[0][0]
-        updates = [f"{q} = s.{q}" for c, q in zip(order, quoted) if c not in keys]
-        when_matched = f" WHEN MATCHED THEN UPDATE SET {', '.join(updates)}" if updates else ""
-        session.write(
-            f"MERGE INTO {name.sql} AS t USING {stage} AS s ON ({on}){when_matched} "
-            f"WHEN NOT MATCHED THEN INSERT ({', '.join(quoted)}) VALUES ({', '.join('s.' + q for q in quoted)})"
-        )
-    session.execute(f"DROP TABLE {stage}", record=False)
-    return len(rows) - int(updated), int(updated)

@@ -7,7 +7,8 @@ clean directory per SHA, see :mod:`pudato.backends.logic`) and runs dbt there
 with ``dbtRunner``, never as a subprocess:
 
 * the platform writes the profile: the analysts' ``profiles.yml`` is ignored,
-  and the warehouse is always ``settings.warehouse.path``;
+  and the warehouse is always the configured backend's (a DuckDB file, or the
+  lake attached by an in-memory DuckDB: :meth:`WarehouseBackend.dbt_target`);
 * ``target/`` and ``logs/`` live in a per-SHA work directory outside the checkout;
 * the parsed manifest is kept per SHA in the process (a commit never changes),
   so only the first step on a commit pays for parsing;
@@ -17,7 +18,9 @@ with ``dbtRunner``, never as a subprocess:
 Lineage comes from dbt's artifacts: ``manifest.json`` for the graph, and
 ``run_results.json`` for what ran. Outputs are the relations built; inputs are
 the upstream relations (models and sources, named as the table handler names
-them) that this run did not build itself.
+them) that this run did not build itself. Each carries its version (snapshot id,
+rows, schema fingerprint): inputs as they were when the run started, outputs as
+the run left them.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from pydantic import Field
 
 from pudato import datasets
 from pudato.backends.logic import Checkout, LogicRepository, is_sha, logic_backend
+from pudato.backends.warehouse import WarehouseBackend, warehouse_backend
 from pudato.errors import BackendUnavailable, InvalidCommand, TerminalError, UnsafeInput
 from pudato.handlers.base import Handler, Payload, action
 from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outcome, utcnow
@@ -61,8 +65,12 @@ RAN_STATUSES = {"success", "pass", "fail", "warn"}
 RELATIONAL = {"model", "seed", "snapshot"}
 BUILDING_ACTIONS = {"build", "run", "seed"}
 DEFAULT_TARGET = "pudato"
-# DuckDB's words for "another process holds the warehouse": worth a retry, not a failure.
-_LOCK_CONFLICTS = ("Could not set lock on file", "Conflicting lock is held")
+# DuckDB's words for "another process holds the warehouse" (a file) or "committed first" (the lake):
+# worth a retry, not a failure.
+_LOCK_CONFLICTS = (
+    "Could not set lock on file", "Conflicting lock is held", "Transaction conflict",
+    "Failed to commit DuckLake transaction",
+)  # fmt: skip
 _PARSE_JOB_ID = "parse"
 _MANIFEST_CACHE_SIZE = 8
 
@@ -103,11 +111,16 @@ class TransformHandler(Handler):
 
     name = "transform"
 
-    def __init__(self, settings: Settings | None = None, logic: LogicRepository | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        logic: LogicRepository | None = None,
+        warehouse: WarehouseBackend | None = None,
+    ) -> None:
         self.settings = settings or get_settings()
         self.logic = logic or logic_backend(self.settings)
         self.work_root = self.settings.logic.cache_dir.resolve() / "work"
-        self.warehouse = self.settings.warehouse.path.resolve()
+        self.warehouse = warehouse or warehouse_backend(self.settings)
 
     @action("build", TransformPayload)
     def build(self, payload: TransformPayload, command: Command) -> Outcome:
@@ -185,7 +198,7 @@ class _Run:
         self.warehouse, self.lock_timeout_s = handler.warehouse, handler.settings.warehouse.lock_timeout_s
         self.profile, self.target, self.work = profile, target, work
         self.target_path, self.log_path = work / "target", work / "logs"
-        self.profiles_dir = _profiles_dir(profile, target, self.warehouse)
+        self.profiles_dir = _profiles_dir(profile, target, self.warehouse.dbt_target())
 
     def execute(self) -> Outcome:
         deps_lock = self._deps_if_needed()
@@ -197,10 +210,11 @@ class _Run:
         manifest = self._manifest()
         args = [self.verb, *self._common_args(self.command.job_id or "adhoc"), *self._selection()]
         started_at, clock = utcnow(), time.perf_counter()
+        before = self.warehouse.current_snapshot()
         result, results = self._invoke_waiting_for_warehouse(args, manifest)
         duration_ms = (time.perf_counter() - clock) * 1000
         graph = _graph(_read_json(self.target_path / "manifest.json"))
-        outcome = self._outcome(results, graph, args, started_at, duration_ms)
+        outcome = _with_versions(self._outcome(results, graph, args, started_at, duration_ms), self.warehouse, before)
         self._raise_on_failure(result, results, outcome)
         if not results and (self.payload.select or self.payload.exclude):
             raise InvalidCommand(
@@ -265,7 +279,7 @@ class _Run:
         matters when SQL is compiled, which happens at run time with the step's vars.
         """
         key = (
-            self.checkout.sha, str(self.checkout.path), self.profile, self.target, str(self.warehouse),
+            self.checkout.sha, str(self.checkout.path), self.profile, self.target, self.warehouse.namespace,
             json.dumps(self.payload.vars, sort_keys=True, default=str),
         )  # fmt: skip
         if key in _MANIFESTS:
@@ -316,7 +330,7 @@ class _Run:
         started_at: datetime,
         duration_ms: float,
     ) -> Outcome:
-        stem = self.warehouse.stem
+        namespace = self.warehouse.namespace
         outputs: dict[str, DataReference] = {}
         inputs: dict[tuple[str, str], DataReference] = {}
         nodes, tests = [], []
@@ -326,7 +340,7 @@ class _Run:
         for item in results:
             uid, status = item["unique_id"], item.get("status")
             node = graph.get(uid) or _Node(uid.split(".", 1)[0], None, ())
-            upstream = _upstream(uid, graph, stem, self.checkout.path)
+            upstream = _upstream(uid, graph, namespace, self.checkout.path)
             record = _node_record(item, node, upstream)
             nodes.append(record)
             if node.resource_type == "test":
@@ -337,7 +351,7 @@ class _Run:
                                                      "execution_time")}  # fmt: skip
                     # Model-level lineage: this relation derives from its own parents, not the whole run's.
                     facets["derived_from"] = [{"namespace": ref.namespace, "name": ref.name} for ref in upstream]
-                    outputs[node.relation] = datasets.duckdb_table(stem, node.relation, **facets)
+                    outputs[node.relation] = datasets.warehouse_table(namespace, node.relation, **facets)
             if self.verb != "compile" and status in RAN_STATUSES:
                 inputs.update({(ref.namespace, ref.name): ref for ref in upstream})
             if record["compiled_code"]:
@@ -388,7 +402,10 @@ class _Run:
         details = {"failing": [item["unique_id"] for item in failing], "logic_version": self.checkout.sha}
         error: TerminalError | BackendUnavailable
         if _lock_conflict(message):
-            error = BackendUnavailable(f"warehouse {self.warehouse} is locked by another process: {message}", **details)
+            error = BackendUnavailable(
+                f"warehouse {self.warehouse.namespace} is locked by another process, or another writer committed first: {message}",
+                **details,
+            )
         else:
             error = TransformFailed(message, **details)
         error.outcome = outcome
@@ -433,21 +450,33 @@ def _release_warehouse() -> None:
         environment.close()
 
 
-def _profiles_dir(profile: str, target: str, warehouse: Path) -> Path:
-    """This process's profiles directory, holding the one profile the platform decides."""
+def _profiles_dir(profile: str, target: str, output: dict[str, Any]) -> Path:
+    """This process's profiles directory, holding the one profile the platform decides.
+
+    The target may hold secrets (the lake's catalog password, the S3 key): the folder
+    is private to this user (mkdtemp) and the file readable by its owner only.
+    """
     folder = _PROFILES.get(os.getpid())
     if folder is None or not folder.is_dir():
         folder = Path(tempfile.mkdtemp(prefix=f"pudato-dbt-profiles-{os.getpid()}-"))
         _PROFILES[os.getpid()] = folder
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    # keep_open: one DuckDB instance for the whole run (reopening per node doubled the build time);
-    # _release_warehouse closes it when the invocation ends.
-    output = {"type": "duckdb", "path": str(warehouse), "schema": "main", "threads": 1, "keep_open": True}
     text = yaml.safe_dump({profile: {"target": target, "outputs": {target: output}}}, sort_keys=True)
     path = folder / "profiles.yml"
     if not path.is_file() or path.read_text() != text:
+        path.touch(mode=0o600)
         path.write_text(text)
     return folder
+
+
+def _with_versions(outcome: Outcome, warehouse: WarehouseBackend, before: int | None) -> Outcome:
+    """Warehouse inputs at the snapshot the run started from; outputs as the run left them."""
+    snapshots = {ref.name: before for ref in outcome.inputs}
+    return outcome.model_copy(
+        update={
+            "inputs": warehouse.versioned_references(outcome.inputs, snapshots),
+            "outputs": warehouse.versioned_references(outcome.outputs),
+        }
+    )
 
 
 @contextmanager
@@ -538,7 +567,7 @@ def _graph(manifest: dict[str, Any]) -> dict[str, _Node]:
     return graph
 
 
-def _upstream(uid: str, graph: dict[str, _Node], stem: str, project: Path) -> list[DataReference]:
+def _upstream(uid: str, graph: dict[str, _Node], namespace: str, project: Path) -> list[DataReference]:
     """The relations a node reads, looking through ephemeral models (they are inlined SQL)."""
     found: dict[str, DataReference] = {}
     pending, seen = list(graph[uid].depends_on) if uid in graph else [], set()
@@ -549,13 +578,15 @@ def _upstream(uid: str, graph: dict[str, _Node], stem: str, project: Path) -> li
         seen.add(parent)
         node = graph[parent]
         if node.relation:
-            found[node.relation] = datasets.duckdb_table(stem, node.relation, unique_id=parent,
-                                                         resource_type=node.resource_type)  # fmt: skip
+            found[node.relation] = datasets.warehouse_table(namespace, node.relation, unique_id=parent,
+                                                            resource_type=node.resource_type)  # fmt: skip
         elif node.resource_type == "model":
             pending.extend(node.depends_on)
     node = graph.get(uid)
     if node is not None and node.seed_file:
-        found[node.seed_file] = datasets.local_file(project / node.seed_file)
+        seed = project / node.seed_file
+        digest = hashlib.sha256(seed.read_bytes()).hexdigest() if seed.is_file() else None
+        found[node.seed_file] = datasets.local_file(seed, **({"sha256": digest} if digest else {}))
     return list(found.values())
 
 

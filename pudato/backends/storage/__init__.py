@@ -107,6 +107,10 @@ class StorageBackend:
     def copy(self, source_key: str, target_key: str, version: str | None = None) -> ObjectInfo:
         raise NotImplementedError
 
+    def direct_url(self, key: str) -> str | None:
+        """A URL the warehouse engine can read the object at in place (s3://...), or None."""
+        return None
+
     @contextmanager
     def local_path(self, key: str, version: str | None = None) -> Iterator[Path]:
         """A local file with the object's bytes, for engines that read files."""

@@ -116,6 +116,9 @@ class S3Storage(StorageBackend):
             )
         return self.head(target_key)
 
+    def direct_url(self, key: str) -> str | None:
+        return f"s3://{self.bucket}/{check_key(key)}"
+
     @contextmanager
     def local_path(self, key: str, version: str | None = None) -> Iterator[Path]:
         check_key(key)

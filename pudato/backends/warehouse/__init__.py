@@ -1,7 +1,28 @@
 """Warehouse backends: the SQL database the table, query and transform handlers share.
 
-Every backend implements :class:`WarehouseBackend`; today there is one, DuckDB.
-To add one, write a module here with a subclass and add it to ``BACKENDS``.
+Two backends, chosen by ``PUDATO_WAREHOUSE__BACKEND`` from ``BACKENDS``:
+
+* ``duckdb`` (:mod:`.duckdb`): one local DuckDB file. One machine; one writer at a
+  time (others wait on the file lock); no versions.
+* ``ducklake`` (:mod:`.ducklake`): a DuckLake. Its catalog is a PostgreSQL database
+  (SQLite for the embedded demo), its data Parquet files under a prefix of the
+  platform bucket. Any number of processes on any number of hosts read and write
+  at once; every commit is a snapshot, so every table has versions.
+
+Both run on DuckDB in the worker's process; the plumbing they share (extensions
+from the PyPI wheels, the S3 secret, statement recording, retries) is in
+:mod:`.engine` and :mod:`.session`. To add a backend, subclass
+:class:`WarehouseBackend` in a module here and add it to ``BACKENDS``.
+
+The snapshot API (for exact reruns and ``as_of`` reads):
+
+* :meth:`WarehouseBackend.current_snapshot` -- the lake's newest snapshot id;
+* :meth:`WarehouseBackend.table_version` -- a table's :class:`TableVersion`
+  (snapshot id, row count, schema fingerprint), now or at a snapshot;
+* :meth:`WarehouseBackend.session_at` -- a read-only session that sees the whole
+  lake, or only some tables, as they were at a snapshot;
+* a version that no longer exists raises :class:`~pudato.errors.SnapshotGone`,
+  naming the dataset and the snapshot.
 
 Table, schema and column names arrive in messages, so this module also holds the
 rules for them: :func:`parse_table_name` refuses anything but plain identifiers,
@@ -11,23 +32,23 @@ and :func:`quote_identifier` is the only way a name reaches SQL text.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pudato import datasets
 from pudato.backends import load_backend
-from pudato.errors import UnsafeInput
+from pudato.errors import ConfigurationError, UnsafeInput
 from pudato.protocol import DataReference
 
 if TYPE_CHECKING:
-    from pudato.backends.warehouse.duckdb import Session
+    from pudato.backends.warehouse.session import Session
     from pudato.settings import Settings
 
 BACKENDS = {
     "duckdb": "pudato.backends.warehouse.duckdb:DuckDBWarehouse",
+    "ducklake": "pudato.backends.warehouse.ducklake:DuckLakeWarehouse",
 }
 
 DEFAULT_SCHEMA = "main"
@@ -90,36 +111,125 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+@dataclass(frozen=True)
+class TableVersion:
+    """One version of a table: what a step read or wrote.
+
+    ``snapshot_id`` is the lake snapshot the numbers were taken at (None on a
+    warehouse without versions); ``schema_fingerprint`` is the sha256 of the
+    ordered (column, type) pairs.
+    """
+
+    table: str
+    snapshot_id: int | None
+    rows: int
+    columns: list[dict[str, str]]
+    schema_fingerprint: str
+
+    def facets(self) -> dict[str, Any]:
+        """The DataReference facets that carry this version (see :mod:`pudato.datasets`)."""
+        found: dict[str, Any] = {"rows": self.rows, "columns": self.columns, "schema_fingerprint": self.schema_fingerprint}
+        if self.snapshot_id is not None:
+            found["snapshot_id"] = self.snapshot_id
+        return found
+
+
 class WarehouseBackend:
-    """The interface every warehouse backend implements."""
+    """The interface every warehouse backend implements.
+
+    Class constants say what a backend can do, so handlers ask rather than test
+    the backend's kind.
+    """
 
     kind: ClassVar[str]
-    path: Path
-    lock_timeout_s: float
+    #: Every commit is a snapshot that can be read later (session_at, table_version at a snapshot).
+    versioned: ClassVar[bool] = False
+    #: Writers in several processes and hosts at once, without a lock.
+    concurrent_writers: ClassVar[bool] = False
+    #: PRIMARY KEY constraints are enforced (DuckLake has none).
+    enforces_primary_keys: ClassVar[bool] = True
 
     @property
     def database_name(self) -> str:
-        """The database part of dataset names (OpenLineage namespace ``duckdb://{database}``)."""
-        return self.path.stem
+        """The catalog name SQL uses for the warehouse (``SELECT * FROM {database_name}.main.t``)."""
+        raise NotImplementedError
+
+    @property
+    def namespace(self) -> str:
+        """The OpenLineage namespace of the warehouse's tables (see :mod:`pudato.datasets`)."""
+        raise NotImplementedError
 
     def reference(self, table: TableName | str, **facets: Any) -> DataReference:
         qualified = table.qualified if isinstance(table, TableName) else table
-        return datasets.duckdb_table(self.database_name, qualified, **facets)
+        return datasets.warehouse_table(self.namespace, qualified, **facets)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[Any]:
-        """A connection for one operation, closed on exit; engine errors become Pudato errors."""
+        """A DuckDB connection for one operation, closed on exit; engine errors become Pudato errors."""
         raise NotImplementedError
         yield  # pragma: no cover
 
     @contextmanager
     def session(self, read_only: bool = False) -> Iterator[Session]:
-        """:meth:`connect`, wrapped to record the statements run and look up the catalogue."""
+        """:meth:`connect`, wrapped to record the statements run and look up the catalogue.
+
+        A read-only session on a versioned warehouse reads one snapshot throughout.
+        """
         raise NotImplementedError
         yield  # pragma: no cover
 
+    # -- versions (the snapshot API) ---------------------------------------------
+
+    def current_snapshot(self) -> int | None:
+        """The newest snapshot id, or None for a warehouse without versions."""
+        if not self.versioned:
+            return None
+        with self.session(read_only=True) as session:
+            return session.current_snapshot()
+
+    def table_version(self, table: TableName | str, snapshot: int | None = None) -> TableVersion:
+        """``table``'s version now, or at ``snapshot``; SnapshotGone if that version cannot be read."""
+        name = parse_table_name(table) if isinstance(table, str) else table
+        with self.session(read_only=True) as session:
+            return session.version(name, snapshot)
+
+    @contextmanager
+    def session_at(self, snapshot: int, tables: Sequence[TableName | str] | None = None) -> Iterator[Session]:
+        """A read-only session seeing the lake as it was at ``snapshot``.
+
+        With ``tables``, only those tables are read at ``snapshot`` and every other
+        table as it is now. A snapshot that is gone raises SnapshotGone naming the
+        dataset(s) and the snapshot. Only versioned backends have snapshots.
+        """
+        raise ConfigurationError(
+            f"the {self.kind} warehouse keeps no versions, so it cannot be read at snapshot {snapshot}; "
+            "use PUDATO_WAREHOUSE__BACKEND=ducklake",
+            backend=self.kind,
+        )
+        yield  # pragma: no cover
+
+    def versioned_references(
+        self, references: Sequence[DataReference], snapshots: Mapping[str, int | None] | None = None
+    ) -> list[DataReference]:
+        """``references`` with this warehouse's tables given their version facets.
+
+        ``snapshots`` maps a table's dataset name to the snapshot to take it at
+        (default: now). Other datasets, and tables that no longer exist, pass unchanged.
+        """
+        raise NotImplementedError
+
+    # -- dbt --------------------------------------------------------------------------
+
+    def dbt_target(self, schema: str = DEFAULT_SCHEMA) -> dict[str, Any]:
+        """The dbt-duckdb profile target that builds models in this warehouse."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Let go of anything held between operations (nothing, by default)."""
+
 
 def warehouse_backend(settings: Settings) -> WarehouseBackend:
-    # The warehouse has one engine today; the alias table keeps the door open.
-    cls = load_backend("warehouse", BACKENDS, "duckdb")
-    return cls.from_settings(settings)
+    """The backend ``settings.warehouse.backend`` names; an unknown name lists the known ones."""
+    cls = load_backend("warehouse", BACKENDS, settings.warehouse.backend)
+    backend: WarehouseBackend = cls.from_settings(settings)
+    return backend

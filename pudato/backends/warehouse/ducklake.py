@@ -1,0 +1,341 @@
+"""The lake: a DuckLake that every worker on every host shares, with a snapshot per commit.
+
+* The catalog (schemas, tables, snapshots, file lists) is a PostgreSQL database of
+  its own, ``pudato_lake`` on the registry's server by default
+  (``PUDATO_WAREHOUSE__CATALOG_URL``/``__CATALOG_DATABASE``/``__CATALOG_PASSWORD``),
+  or a SQLite file for the embedded demo (one machine, writers serialised).
+* The data are Parquet files under ``PUDATO_WAREHOUSE__DATA_PATH``, by default
+  ``s3://<bucket>/lake/``. Files are only ever added; a replaced table keeps its old
+  files for the snapshots that still name them.
+* Each worker process runs DuckDB and ATTACHes the lake as ``lake``; nothing is
+  shared on local disk, and there is no lock: a write that conflicts with another
+  process's commit is rolled back and run again (:meth:`Session.atomic`).
+
+Versions: every commit is a snapshot. :meth:`DuckLakeWarehouse.session_at`
+attaches the lake read-only at ``SNAPSHOT_VERSION n`` (or pins only some tables
+at ``n``, through temp views that shadow them); a snapshot that was expired, or a
+table that did not exist then, raises :class:`~pudato.errors.SnapshotGone`.
+Snapshots are never expired by Pudato: do it (``ducklake_expire_snapshots``) only
+for snapshots older than the oldest job you may rerun.
+
+:func:`ensure_catalog` creates the catalog database and initialises the lake;
+``pudato infra up`` calls it, idempotently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pudato import datasets
+from pudato.backends.warehouse import DEFAULT_SCHEMA, TableName, quote_identifier
+from pudato.backends.warehouse.engine import DuckDBEngine, s3_secret_sql
+from pudato.backends.warehouse.session import Session
+from pudato.backends.warehouse.sql import scrubbed, sql_string, translate_error
+from pudato.errors import ConfigurationError, PudatoError, SnapshotGone
+from pudato.settings import Settings
+
+ALIAS = "lake"
+_GONE = ("No snapshot found", "does not exist at version")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Where the lake's catalog lives: a PostgreSQL database or a SQLite file."""
+
+    kind: str  # "postgres" or "sqlite"
+    database: str = ""
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """The lake's name in dataset namespaces: the database, or the SQLite file's stem."""
+        return self.database if self.kind == "postgres" else Path(str(self.path)).stem
+
+    def attach_path(self) -> str:
+        """The ``ducklake:...`` path; holds the password, so it is never recorded or logged."""
+        if self.kind == "sqlite":
+            return f"ducklake:sqlite:{self.path}"
+        parts = [f"dbname={self.database}"]
+        parts += [f"{key}={value}" for key, value in (("host", self.host), ("port", self.port),
+                                                       ("user", self.user), ("password", self.password)) if value]
+        return "ducklake:postgres:" + " ".join(parts)
+
+    def describe(self) -> str:
+        """Where the catalog is, without the password."""
+        if self.kind == "sqlite":
+            return f"SQLite catalog {self.path}"
+        return f"PostgreSQL database {self.database} on {self.host or 'localhost'}:{self.port or 5432}"
+
+
+def catalog_from_settings(settings: Settings) -> Catalog:
+    """The catalog ``warehouse.catalog_url`` names, else one beside the registry (see the module doc)."""
+    warehouse = settings.warehouse
+    url = warehouse.catalog_url
+    password = warehouse.catalog_password.get_secret_value() if warehouse.catalog_password else None
+    if url is None:
+        registry = settings.registry.url
+        if registry.startswith("sqlite"):
+            folder = Path(registry.split(":///", 1)[1]).parent if ":///" in registry else Path(".pudato")
+            return Catalog("sqlite", path=(folder / "lake.sqlite").resolve())
+        return _postgres(registry, warehouse.catalog_database, password)
+    if url.startswith("sqlite:"):
+        return Catalog("sqlite", path=Path(url.split(":///", 1)[-1]).resolve())
+    if url.startswith("postgres"):
+        return _postgres(url, None, password)
+    raise ConfigurationError(
+        "PUDATO_WAREHOUSE__CATALOG_URL must be postgresql://user@host:port/database or sqlite:///path",
+        field="warehouse__catalog_url",
+    )
+
+
+def _postgres(url: str, database: str | None, password: str | None) -> Catalog:
+    from sqlalchemy.engine import make_url  # lazy: only the lake with a PostgreSQL catalog needs it
+
+    parsed = make_url(url)
+    host = parsed.host or parsed.query.get("host")
+    return Catalog(
+        "postgres",
+        database=database or parsed.database or "pudato_lake",
+        host=str(host) if host else None,
+        port=parsed.port,
+        user=parsed.username,
+        password=password or parsed.password,
+    )
+
+
+def default_data_path(settings: Settings) -> str:
+    if settings.warehouse.data_path:
+        return settings.warehouse.data_path.rstrip("/") + "/"
+    if settings.storage.backend == "s3":
+        return f"s3://{settings.storage.bucket}/lake/"
+    return str(settings.storage.local_root.resolve().parent / "lake") + "/"
+
+
+class DuckLakeWarehouse(DuckDBEngine):
+    """DuckLake: a catalog database plus Parquet files, attached as ``lake`` by every process."""
+
+    kind = "ducklake"
+    versioned = True
+    concurrent_writers = True
+    enforces_primary_keys = False
+    conflict_markers = (
+        "Transaction conflict",
+        "Failed to commit DuckLake transaction",
+        "database is locked",
+        "could not serialize access",
+        "deadlock detected",
+    )
+    open_markers = (
+        "database is locked",
+        "Connection refused",
+        "could not connect",
+        "Unable to connect",
+        "the database system is starting up",
+        "the database system is shutting down",
+    )
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        data_path: str,
+        *,
+        extension_dir: Path,
+        aws: Any = None,
+        lock_timeout_s: float = 60.0,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 2.0,
+    ) -> None:
+        super().__init__(
+            extension_dir=extension_dir, aws=aws, lock_timeout_s=lock_timeout_s,
+            retry_initial_s=retry_initial_s, retry_max_s=retry_max_s,
+        )  # fmt: skip
+        self.catalog = catalog
+        self.data_path = data_path if data_path.startswith("s3://") else str(Path(data_path).resolve()) + "/"
+        self.extensions = ("ducklake", catalog.kind)  # type: ignore[misc]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DuckLakeWarehouse:
+        data_path = default_data_path(settings)
+        on_s3 = data_path.startswith("s3://") or settings.storage.backend == "s3"
+        return cls(
+            catalog_from_settings(settings),
+            data_path,
+            extension_dir=settings.warehouse.extension_dir,
+            aws=settings.aws if on_s3 else None,
+            lock_timeout_s=settings.warehouse.lock_timeout_s,
+        )
+
+    @property
+    def database_name(self) -> str:
+        return ALIAS
+
+    @property
+    def namespace(self) -> str:
+        return datasets.lake_namespace(self.catalog.name)
+
+    @property
+    def location(self) -> str:
+        return f"{self.catalog.describe()} with data in {self.data_path}"
+
+    def _secrets(self) -> tuple[str, ...]:
+        secrets = (self.catalog.password or "",)
+        if self.aws is not None and self.aws.secret_access_key:
+            secrets += (self.aws.secret_access_key.get_secret_value(),)
+        return tuple(s for s in secrets if s)
+
+    def _readable(self) -> list[str]:
+        return [self.data_path]
+
+    def _attach(self, con: duckdb.DuckDBPyConnection, read_only: bool, snapshot: int | None = None) -> None:
+        self._attach_as(con, ALIAS, read_only, snapshot)
+        con.execute(f"USE {ALIAS}")
+
+    def _attach_as(self, con: duckdb.DuckDBPyConnection, alias: str, read_only: bool, snapshot: int | None) -> None:
+        if self.catalog.kind == "sqlite" and self.catalog.path is not None:
+            self.catalog.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.data_path.startswith("s3://"):
+            Path(self.data_path).mkdir(parents=True, exist_ok=True)
+        options = [f"DATA_PATH {sql_string(self.data_path)}"]
+        if read_only:
+            options.append("READ_ONLY")
+        if snapshot is not None:
+            options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
+        con.execute(
+            f"ATTACH {sql_string(self.catalog.attach_path())} AS {quote_identifier(alias)} ({', '.join(options)})"
+        )
+
+    def _open_error(self, exc: duckdb.Error, snapshot: int | None) -> PudatoError:
+        text = str(exc)
+        if snapshot is not None and any(marker in text for marker in _GONE):
+            return SnapshotGone(self.namespace, snapshot)
+        if "does not exist" in text and self.catalog.kind == "postgres" and self.catalog.database in text:
+            return ConfigurationError(
+                f"the lake's catalog, {self.catalog.describe()}, does not exist: run `pudato infra up` "
+                "(it creates it), or set PUDATO_WAREHOUSE__CATALOG_URL",
+                catalog=self.catalog.describe(),
+            )
+        return translate_error(exc, None, self._secrets())
+
+    # -- versions ----------------------------------------------------------------------
+
+    @contextmanager
+    def session_at(self, snapshot: int, tables: Sequence[TableName | str] | None = None) -> Iterator[Session]:
+        if not tables:
+            with self.connect(read_only=True, snapshot=snapshot) as con:
+                yield from self._session(con, read_only=True)
+            return
+        names = [self._table(t) for t in tables]
+        with self.connect(read_only=True) as con:
+            gen = self._session(con, read_only=True)
+            session = next(gen)
+            try:
+                self._pin(session, names, snapshot)
+                yield session
+            finally:
+                gen.close()
+
+    def _pin(self, session: Session, names: list[TableName], snapshot: int) -> None:
+        """Shadow each table with a temp view of it at ``snapshot``: unqualified and schema-qualified names see it."""
+        known = {row[0] for row in session.rows(f"SELECT snapshot_id FROM {ALIAS}.snapshots() WHERE snapshot_id = ?",
+                                                [int(snapshot)])}  # fmt: skip
+        if not known:
+            raise SnapshotGone(", ".join(n.qualified for n in names), snapshot)
+        for name in names:
+            session.version(name, snapshot)  # SnapshotGone if the table did not exist then
+            if name.schema != DEFAULT_SCHEMA:
+                session.execute(f"CREATE SCHEMA IF NOT EXISTS temp.{quote_identifier(name.schema)}", record=False)
+            session.execute(
+                f"CREATE TEMP VIEW {name.sql} AS SELECT * FROM {ALIAS}.{name.sql} AT (VERSION => {int(snapshot)})",
+                record=False,
+            )
+
+    # -- dbt ---------------------------------------------------------------------------
+
+    def dbt_target(self, schema: str = DEFAULT_SCHEMA) -> dict[str, Any]:
+        """dbt-duckdb on the lake: an in-memory DuckDB that attaches the lake as its database.
+
+        The target holds the catalog password and the S3 secret: the transform handler
+        writes it to a private profiles folder, and never records it.
+        """
+        self.instance().close()  # the extensions are installed in extension_dir before dbt needs them
+        target: dict[str, Any] = {
+            "type": "duckdb",
+            "path": ":memory:",
+            "database": ALIAS,
+            "schema": schema,
+            "threads": 1,
+            "keep_open": True,
+            "attach": [{"path": self.catalog.attach_path(), "alias": ALIAS, "options": {"data_path": self.data_path}}],
+            # Extension settings go under config_options, or dbt-duckdb tries a download first.
+            "config_options": {
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": True,
+                "extension_directory": str(self.extension_dir),
+            },
+        }
+        if self.aws is not None:
+            target["secrets"] = [_dbt_secret(self.aws)]
+        return target
+
+
+def _dbt_secret(aws: Any) -> dict[str, Any]:
+    from urllib.parse import urlparse
+
+    secret: dict[str, Any] = {"type": "s3", "region": aws.region}
+    if aws.access_key_id and aws.secret_access_key:
+        secret.update(key_id=aws.access_key_id, secret=aws.secret_access_key.get_secret_value())
+    if aws.endpoint_url:
+        endpoint = urlparse(aws.endpoint_url)
+        secret.update(endpoint=endpoint.netloc, url_style="path", use_ssl=endpoint.scheme == "https")
+    return secret
+
+
+def ensure_catalog(settings: Settings) -> dict[str, str]:
+    """Create the catalog database if it is missing and initialise the lake; safe to run again.
+
+    Run once, before the workers start (``pudato infra up``): the first ATTACH writes
+    the catalog's tables, and several processes doing that at once would race.
+    """
+    lake = DuckLakeWarehouse.from_settings(settings)
+    if lake.catalog.kind == "postgres":
+        _create_database(lake.catalog)
+    with lake.connect() as con:
+        snapshot = con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()
+    return {"catalog": lake.catalog.describe(), "data_path": lake.data_path, "snapshot": str(snapshot[0] if snapshot else "")}
+
+
+def _create_database(catalog: Catalog) -> None:
+    import psycopg2  # lazy: only a PostgreSQL catalog needs it
+    from psycopg2 import errors as pg_errors
+    from psycopg2 import sql as pg_sql
+
+    connection_args = {"host": catalog.host, "port": catalog.port, "user": catalog.user, "password": catalog.password}
+    try:
+        con = psycopg2.connect(dbname="postgres", **{k: v for k, v in connection_args.items() if v})
+    except psycopg2.Error as exc:
+        message = scrubbed(str(exc), (catalog.password or "",)) if catalog.password else str(exc)
+        raise ConfigurationError(f"cannot reach the lake's catalog server for {catalog.describe()}: {message}") from None
+    try:
+        con.autocommit = True
+        with con.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (catalog.database,))
+            if cursor.fetchone() is None:
+                try:
+                    cursor.execute(pg_sql.SQL("CREATE DATABASE {}").format(pg_sql.Identifier(catalog.database)))
+                except pg_errors.DuplicateDatabase:
+                    pass  # another `infra up` made it in the meantime
+    finally:
+        con.close()
+
+
+__all__ = ["ALIAS", "Catalog", "DuckLakeWarehouse", "catalog_from_settings", "ensure_catalog", "s3_secret_sql"]

@@ -1,0 +1,281 @@
+"""What every DuckDB-engine warehouse shares: instances, extensions, the S3 secret, sessions.
+
+Each backend (:mod:`.duckdb`, :mod:`.ducklake`) says how to ATTACH its database
+(:meth:`DuckDBEngine._attach`) and which errors are worth waiting out; this module
+does the rest once:
+
+* an in-memory DuckDB instance with ``autoinstall_known_extensions`` off and a
+  private ``extension_directory``; extensions are installed there from the PyPI
+  wheels (``duckdb-extension-*==1.5.5``), never downloaded;
+* an S3 secret built from the AWS settings (moto's endpoint locally), so the lake's
+  data files and stored objects are read and written in place;
+* opening retried with jittered backoff while the backend's transient markers
+  match (a file lock, a catalog server restarting), up to ``lock_timeout_s``;
+* :class:`~pudato.backends.warehouse.session.Session` objects that record statements.
+
+No statement that holds a secret (the S3 secret, a catalog DSN with a password)
+is ever recorded, and secrets are scrubbed from error messages.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+import duckdb
+
+from pudato.backends.warehouse import TableName, WarehouseBackend, parse_table_name
+from pudato.backends.warehouse.session import Policy, Session
+from pudato.backends.warehouse.sql import scrubbed, sql_string, translate_error
+from pudato.errors import BackendUnavailable, ConfigurationError, NotFound, PudatoError
+from pudato.protocol import DataReference
+from pudato.settings import AWSSettings
+
+log = logging.getLogger(__name__)
+
+# The wheel each extension comes in; the name DuckDB LOADs is the key.
+EXTENSION_WHEELS = {
+    "httpfs": "duckdb_extension_httpfs",
+    "ducklake": "duckdb_extension_ducklake",
+    "postgres": "duckdb_extension_postgres",
+    "sqlite": "duckdb_extension_sqlite",
+}
+
+
+def load_extension(con: duckdb.DuckDBPyConnection, name: str, directory: Path) -> None:
+    """LOAD ``name``, first installing it into ``directory`` from its wheel if it is not there yet."""
+    try:
+        con.execute(f"LOAD {name}")
+        return
+    except duckdb.Error:
+        pass
+    module_name = EXTENSION_WHEELS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ConfigurationError(
+            f"DuckDB extension {name!r} is not installed: pip install {module_name.replace('_', '-')}=={duckdb.__version__}",
+            extension=name,
+        ) from None
+    files = sorted(Path(str(module.__file__)).parent.glob(f"extensions/v{duckdb.__version__}/*.duckdb_extension"))
+    if not files:
+        raise ConfigurationError(
+            f"{module_name} has no build of {name!r} for duckdb {duckdb.__version__}", extension=name
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    # Worker processes on one host share the folder: one installs, the others wait and LOAD.
+    with open(directory / ".install.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            con.execute(f"INSTALL {sql_string(str(files[0]))}")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    con.execute(f"LOAD {name}")
+
+
+def s3_secret_sql(aws: AWSSettings, name: str = "pudato_s3") -> tuple[str, tuple[str, ...]]:
+    """``CREATE SECRET`` for S3 from the AWS settings, and the secrets to scrub from errors."""
+    options = ["TYPE s3", f"REGION {sql_string(aws.region)}"]
+    secrets: tuple[str, ...] = ()
+    if aws.access_key_id and aws.secret_access_key:
+        secret = aws.secret_access_key.get_secret_value()
+        options += [f"KEY_ID {sql_string(aws.access_key_id)}", f"SECRET {sql_string(secret)}"]
+        secrets = (secret,)
+    if aws.endpoint_url:
+        endpoint = urlparse(aws.endpoint_url)
+        options += [
+            f"ENDPOINT {sql_string(endpoint.netloc)}",
+            "URL_STYLE 'path'",
+            f"USE_SSL {'true' if endpoint.scheme == 'https' else 'false'}",
+        ]
+    return f"CREATE OR REPLACE SECRET {name} ({', '.join(options)})", secrets
+
+
+class DuckDBEngine(WarehouseBackend):
+    """A warehouse that DuckDB, in this process, opens for each operation."""
+
+    #: Extensions every instance loads (httpfs is added when S3 is configured).
+    extensions: ClassVar[tuple[str, ...]] = ()
+    #: Words in DuckDB's errors that mean "wait and try again" when opening.
+    open_markers: ClassVar[tuple[str, ...]] = ()
+    #: Words that mean "another writer got there first: run the transaction again".
+    conflict_markers: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        extension_dir: Path,
+        aws: AWSSettings | None = None,
+        lock_timeout_s: float = 60.0,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 1.0,
+    ) -> None:
+        self.extension_dir = Path(extension_dir).resolve()
+        self.aws = aws
+        self.lock_timeout_s = lock_timeout_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+
+    # -- what a backend provides -------------------------------------------------------
+
+    def _attach(self, con: duckdb.DuckDBPyConnection, read_only: bool, snapshot: int | None = None) -> None:
+        """ATTACH the warehouse as :attr:`database_name` and USE it."""
+        raise NotImplementedError
+
+    def _readable(self) -> list[str]:
+        """Folders (or URL prefixes) the warehouse itself reads, kept open inside a query sandbox."""
+        return []
+
+    @property
+    def location(self) -> str:
+        """Where the warehouse is, for messages (never with a password)."""
+        return self.database_name
+
+    def _where(self) -> dict[str, str]:
+        """Error details that say where the warehouse is."""
+        return {"location": self.location}
+
+    def _secrets(self) -> tuple[str, ...]:
+        """Text never to show in an error message."""
+        return ()
+
+    # -- instances ---------------------------------------------------------------------
+
+    def instance(self) -> duckdb.DuckDBPyConnection:
+        """A fresh in-memory DuckDB with this warehouse's extensions and S3 secret, nothing attached."""
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "extension_directory": str(self.extension_dir),
+            },
+        )
+        try:
+            names = list(self.extensions) + (["httpfs"] if self.aws is not None else [])
+            for name in dict.fromkeys(names):
+                load_extension(con, name, self.extension_dir)
+            if self.aws is not None:
+                statement, secrets = s3_secret_sql(self.aws)
+                try:
+                    con.execute(statement)
+                except duckdb.Error as exc:
+                    raise translate_error(exc, None, secrets) from None
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _policy(self) -> Policy:
+        return Policy(
+            transient_markers=self.conflict_markers,
+            retry_timeout_s=self.lock_timeout_s,
+            retry_initial_s=self.retry_initial_s,
+            retry_max_s=max(self.retry_max_s, 0.5),
+            versioned=self.versioned,
+            readable=self._readable(),
+            scrub=self._secrets(),
+        )
+
+    def _open(self, read_only: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay, attempts = self.retry_initial_s, 0
+        while True:
+            attempts += 1
+            con = self.instance()
+            try:
+                self._attach(con, read_only, snapshot)
+                return con
+            except duckdb.Error as exc:
+                con.close()
+                text = str(exc)
+                if not any(marker in text for marker in self.open_markers):
+                    raise self._open_error(exc, snapshot) from None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BackendUnavailable(
+                        f"{self.kind} warehouse {self.location} stayed locked or unreachable for "
+                        f"{self.lock_timeout_s:g}s ({attempts} attempts; PUDATO_WAREHOUSE__LOCK_TIMEOUT_S): "
+                        f"{scrubbed(text, self._secrets())[:500]}",
+                        attempts=attempts,
+                        **self._where(),
+                    ) from None
+                log.debug("warehouse busy, retrying: %s", scrubbed(text, self._secrets()))
+                # Jitter spreads out workers that all waited on the same writer.
+                time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
+                delay = min(delay * 2, self.retry_max_s)
+            except BaseException:
+                con.close()
+                raise
+
+    def _open_error(self, exc: duckdb.Error, snapshot: int | None) -> PudatoError:
+        return translate_error(exc, None, self._secrets())
+
+    @contextmanager
+    def connect(self, read_only: bool = False, snapshot: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection whose default catalog is the warehouse; always closed on exit."""
+        con = self._open(read_only, snapshot)
+        try:
+            yield con
+        except duckdb.Error as exc:
+            raise translate_error(exc, None, self._secrets()) from None
+        finally:
+            con.close()
+
+    @contextmanager
+    def session(self, read_only: bool = False) -> Iterator[Session]:
+        with self.connect(read_only) as con:
+            yield from self._session(con, read_only)
+
+    def _session(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> Iterator[Session]:
+        session = Session(con, self.database_name, self._policy())
+        if not (read_only and self.versioned):
+            yield session
+            return
+        # One transaction: every read in the session sees the same snapshot.
+        con.begin()
+        try:
+            yield session
+        finally:
+            try:
+                con.rollback()
+            except duckdb.Error:
+                pass
+
+    # -- versions ----------------------------------------------------------------------
+
+    def versioned_references(
+        self, references: Sequence[DataReference], snapshots: Mapping[str, int | None] | None = None
+    ) -> list[DataReference]:
+        ours = [r for r in references if r.namespace == self.namespace]
+        if not ours:
+            return list(references)
+        found: dict[str, dict[str, Any]] = {}
+        with self.session(read_only=True) as session:
+            for reference in ours:
+                try:
+                    name = parse_table_name(reference.name)
+                    stored = session.find(name)
+                    if stored is None:
+                        continue
+                    at = (snapshots or {}).get(reference.name)
+                    found[reference.name] = session.version(stored[0], at).facets()
+                except NotFound:
+                    continue
+        return [
+            r.model_copy(update={"facets": {**r.facets, **found[r.name]}})
+            if r.namespace == self.namespace and r.name in found
+            else r
+            for r in references
+        ]
+
+    def _table(self, table: TableName | str) -> TableName:
+        return parse_table_name(table) if isinstance(table, str) else table
