@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pudato import datasets
 from pudato.errors import VersionGone
 from pudato.protocol import InputPin
 from pudato.settings import Settings
@@ -75,17 +76,19 @@ def pins_by_step(job: dict[str, Any]) -> dict[str, list[InputPin]]:
 def check(pins: Iterable[InputPin], settings: Settings) -> None:
     """Raise VersionGone for the first pinned version that can no longer be read."""
     from pudato.backends.storage import storage_backend
+    from pudato.backends.warehouse import warehouse_backend
 
-    storage = None
+    pins = list(pins)
+    storage = storage_backend(settings) if any(p.namespace.startswith("s3://") for p in pins) else None
+    lake = f"{datasets.LAKE_SCHEME}://"
+    warehouse = warehouse_backend(settings) if any(p.namespace.startswith(lake) for p in pins) else None
     for pin in pins:
-        if pin.namespace.startswith("s3://") and pin.version is not None:
-            storage = storage or storage_backend(settings)
-            if getattr(storage, "bucket", None) == pin.namespace.removeprefix("s3://"):
-                storage.head(pin.name, pin.version)
+        if storage is not None and pin.namespace == storage.reference("x").namespace and pin.version is not None:
+            storage.head(pin.name, pin.version)
         elif pin.namespace == "file" and pin.sha256 is not None:
             _check_file(pin)
-        elif pin.version is not None:
-            _check_table(pin, settings)
+        elif warehouse is not None and pin.namespace == warehouse.namespace and pin.version is not None:
+            warehouse.table_version(pin.name, int(pin.version))
 
 
 def _check_file(pin: InputPin) -> None:
@@ -103,13 +106,3 @@ def _check_file(pin: InputPin) -> None:
             "read it as it is now",
             dataset=f"file://{pin.name}", version=pin.sha256,
         )
-
-
-def _check_table(pin: InputPin, settings: Settings) -> None:
-    """A warehouse table pinned at a snapshot: the lake must still hold that snapshot."""
-    from pudato.backends.warehouse import warehouse_backend
-
-    warehouse = warehouse_backend(settings)
-    checker = getattr(warehouse, "check_snapshot", None)
-    if checker is not None and pin.version is not None:
-        checker(pin.name, pin.version)

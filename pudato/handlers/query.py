@@ -13,7 +13,7 @@ import math
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from datetime import date, datetime, timedelta
 from datetime import time as time_of_day
 from decimal import Decimal
@@ -30,6 +30,9 @@ from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, format_for, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outcome, utcnow
+
+# (every table at this snapshot, or None; these tables at these snapshots)
+Snapshots = tuple[int | None, dict[str, int]]
 
 _SQL_MAX = 100_000
 _DEFAULT_LIMIT = 1000
@@ -54,6 +57,8 @@ class RunPayload(Payload):
     sources: dict[str, Source] = Field(default_factory=dict)
     limit: int | None = Field(default=None, ge=1, description="rows to return; default 1000 (or max_rows if lower)")
     output: Output | None = None
+    # Read every table as it was then: a lake snapshot id, or a job or step id (see pudato.versions).
+    as_of: str | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("sources")
     @classmethod
@@ -80,14 +85,15 @@ class QueryHandler(WarehouseHandler):
         with ExitStack() as stack:
             views, inputs, files = self._sources(stack, payload.sources, command)
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pudato-query-")))
-            with self.warehouse.session(read_only=True) as session:
+            snapshots = self._snapshots(payload, command)
+            with self._session(snapshots) as session:
                 session.restrict(files=files, directories=[workdir])
                 for alias, reader in views.items():
                     view = f"CREATE TEMP VIEW {quote_identifier(alias)} AS SELECT * FROM {reader}"
                     session.execute(view, record=False)
                 tables = session.tables_read(sql, skip=list(views))
                 # The versions read: a read-only session sees one snapshot throughout.
-                inputs = [self._table_input(session, t) for t in tables] + inputs
+                inputs = [self._table_input(session, t, snapshots) for t in tables] + inputs
                 if payload.output:
                     target = workdir / f"result.{payload.output.format}"
                     columns, written = session.copy_to(sql, payload.output.format, target)
@@ -112,10 +118,32 @@ class QueryHandler(WarehouseHandler):
             },
         )
 
-    def _table_input(self, session: Session, table: TableName) -> DataReference:
+    def _table_input(self, session: Session, table: TableName, snapshots: Snapshots) -> DataReference:
         if session.find(table) is None:  # a view: its own inputs are what it reads
             return self.warehouse.reference(table, kind="view")
-        return self.warehouse.reference(table, **session.version(table).facets())
+        everything, pinned = snapshots
+        at = pinned.get(table.qualified, everything)
+        return self.warehouse.reference(table, **session.version(table, at).facets())
+
+    def _snapshots(self, payload: RunPayload, command: Command) -> Snapshots:
+        """The snapshot every table is read at (``as_of``), and the tables an exact rerun pins to theirs."""
+        if payload.as_of is not None:
+            from pudato.registry.repository import Registry
+            from pudato.versions import snapshot_as_of
+
+            return snapshot_as_of(Registry(self.settings.registry.url), payload.as_of), {}
+        pins = {pin.name: int(pin.version) for pin in command.pinned_inputs
+                if pin.namespace == self.warehouse.namespace and pin.version and pin.version.isdigit()}
+        return None, pins
+
+    def _session(self, snapshots: Snapshots) -> AbstractContextManager[Session]:
+        everything, pinned = snapshots
+        if everything is not None:
+            return self.warehouse.session_at(everything)
+        if pinned:
+            # The recorded step read its tables in one read-only session, so at one snapshot.
+            return self.warehouse.session_at(max(pinned.values()), tables=sorted(pinned))
+        return self.warehouse.session(read_only=True)
 
     def _sources(
         self, stack: ExitStack, sources: dict[str, Source], command: Command
