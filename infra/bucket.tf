@@ -37,3 +37,31 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "storage" {
     }
   }
 }
+
+# Old versions of objects are how exact reruns read their inputs (by S3 version id):
+# keep them version_retention_days (PUDATO_STORAGE__VERSION_RETENTION_DAYS), as
+# lifecycle_rules() in pudato/infra.py does. Current objects never expire. The lake's
+# data files (lake/) are never overwritten; DuckLake deletes them only after their
+# snapshots are expired, which must not happen sooner than this window either.
+resource "aws_s3_bucket_lifecycle_configuration" "storage" {
+  bucket = aws_s3_bucket.storage.id
+
+  rule {
+    id     = "keep-versions-for-reruns"
+    status = "Enabled"
+
+    filter {
+      prefix = ""
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = var.version_retention_days
+    }
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.storage]
+}

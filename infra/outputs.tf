@@ -34,5 +34,6 @@ output "policy_arns" {
     workers = aws_iam_policy.workers.arn
     beat    = aws_iam_policy.beat.arn
     flower  = aws_iam_policy.flower.arn
+    lake    = aws_iam_policy.lake.arn
   }
 }

@@ -69,3 +69,21 @@ variable "tags" {
     Project = "pudato"
   }
 }
+
+variable "version_retention_days" {
+  description = "Days an overwritten object's old version is kept (PUDATO_STORAGE__VERSION_RETENTION_DAYS): how far back an exact rerun reaches."
+  type        = number
+  default     = 90
+}
+
+variable "lake_prefix" {
+  description = "Prefix of the lake's Parquet files in the bucket (PUDATO_WAREHOUSE__DATA_PATH is s3://<bucket>/<lake_prefix>)."
+  type        = string
+  default     = "lake/"
+}
+
+variable "lake_catalog_database" {
+  description = "The lake's catalog database on the registry's PostgreSQL server (PUDATO_WAREHOUSE__CATALOG_DATABASE)."
+  type        = string
+  default     = "pudato_lake"
+}

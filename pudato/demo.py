@@ -1,7 +1,10 @@
 """The demo: the sample job end to end, on embedded defaults.
 
-It starts moto for the run (S3, SQS, SNS), uses a SQLite registry and a DuckDB
-warehouse in a fresh state folder, and starts one worker per queue. It makes a
+It starts moto for the run (S3, SQS, SNS), uses a SQLite registry and a lake
+(DuckLake) whose catalog is a SQLite file in a fresh state folder and whose data
+files go to moto's S3, and starts one worker per queue. SQLite serialises the
+lake's writers, which one demo machine does not notice; the stack and the tests
+use a PostgreSQL catalog, where writers on any number of hosts commit at once. It makes a
 git repository from the sample dbt project (standing for the analysts' own) and
 runs its ``la_revenue`` pipeline pinned to that repository's commit: store both
 Los Angeles General Fund Revenue releases, load each into a table (in
@@ -17,7 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pudato import datasets, infra, jobs, lineage, local, pipelines
+from pudato import infra, jobs, lineage, local, pipelines
+from pudato.backends.warehouse import warehouse_backend
 from pudato.registry.migrate import upgrade
 from pudato.registry.repository import Registry
 from pudato.settings import get_settings, reset_settings
@@ -111,7 +115,8 @@ def run(state_dir: Path | None = None, timeout: float = 300.0) -> dict[str, Any]
             "PUDATO_STORAGE__IMPORT_ROOTS": f'["{DATA}"]',
             "PUDATO_REGISTRY__URL": f"sqlite:///{state}/registry.db",
             "PUDATO_REGISTRY__SPOOL_DIR": str(state / "spool"),
-            "PUDATO_WAREHOUSE__PATH": str(state / "warehouse.duckdb"),
+            "PUDATO_WAREHOUSE__BACKEND": "ducklake",
+            "PUDATO_WAREHOUSE__EXTENSION_DIR": str(state / "duckdb_extensions"),
             "PUDATO_LOGIC__CACHE_DIR": str(state / "logic-cache"),
             "PUDATO_WORKER__LIVENESS_DIR": str(state / "liveness"),
         }
@@ -125,7 +130,7 @@ def run(state_dir: Path | None = None, timeout: float = 300.0) -> dict[str, Any]
                                          before=[ingest_steps()], trigger="demo")
             job = jobs.wait(submitted.job_id, timeout=timeout)
     registry = Registry(settings.registry.url)
-    mart = datasets.duckdb_table(settings.warehouse.path.stem, "main.fct_gf_revenue")
+    mart = warehouse_backend(settings).reference("main.fct_gf_revenue")
     job["lineage"] = lineage.trace(registry, mart.namespace, mart.name, "upstream")
     job["state_dir"] = str(state)
     return job

@@ -3,7 +3,10 @@
 Per handler: a queue ``pudato-<handler>`` with its visibility timeout and a redrive
 policy to ``pudato-<handler>-dlq``. The topics ``pudato-results`` and
 ``pudato-events``, each with an audit queue subscribed (raw delivery, with the
-queue policy AWS requires). The storage bucket.
+queue policy AWS requires). The storage bucket: private, versioned, encrypted, with a
+lifecycle that keeps old object versions ``storage.version_retention_days`` (reruns read
+inputs by version id) and aborts stale multipart uploads. With the ``ducklake``
+warehouse, the lake's catalog database (created if missing) and its first snapshot.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pudato.protocol import HANDLERS
 from pudato.settings import Settings
 
 DLQ_RETENTION_S = 1_209_600  # 14 days, the SQS maximum: time to look at a poison message
+MULTIPART_ABORT_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,34 @@ def up(settings: Settings) -> dict[str, Any]:
             ReturnSubscriptionArn=True,
         )
     _ensure_bucket(s3, settings.storage.bucket, settings.aws.region)
-    return {"queues": queue_urls, "topics": topic_arns, "bucket": settings.storage.bucket}
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=settings.storage.bucket, LifecycleConfiguration={"Rules": lifecycle_rules(settings)}
+    )
+    created: dict[str, Any] = {"queues": queue_urls, "topics": topic_arns, "bucket": settings.storage.bucket}
+    if settings.warehouse.backend == "ducklake":
+        from pudato.backends.warehouse.ducklake import ensure_catalog  # lazy: loads DuckDB
+
+        created["lake"] = ensure_catalog(settings)
+    return created
+
+
+def lifecycle_rules(settings: Settings) -> list[dict[str, Any]]:
+    """The bucket's lifecycle, as ``infra/bucket.tf`` declares it.
+
+    Current objects never expire. An overwritten or deleted object's old version is
+    kept ``version_retention_days``: that is how far back an exact rerun can read
+    its S3 inputs. Lake data files are never overwritten; DuckLake deletes them only
+    after their snapshots are expired, so the same window covers them.
+    """
+    return [
+        {
+            "ID": "keep-versions-for-reruns",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": settings.storage.version_retention_days},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": MULTIPART_ABORT_DAYS},
+        }
+    ]
 
 
 def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:

@@ -39,6 +39,9 @@ class StorageSettings(_Section):
     local_root: Path = Path(".pudato/storage")
     # Folders a ``put`` may import files from; anything else a message names is refused.
     import_roots: list[Path] = Field(default_factory=list)
+    # How long an overwritten object's old version is kept (the bucket's lifecycle): the window
+    # in which an exact rerun can read its inputs. Expire lake snapshots no sooner than this.
+    version_retention_days: int = Field(default=90, ge=1)
 
 
 class WarehouseSettings(_Section):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from pudato.backends.storage import sha256_of_file
 from pudato.backends.warehouse import (
     TableName,
     check_identifier,
@@ -146,9 +147,11 @@ class TableHandler(WarehouseHandler):
         version = self.pinned_version(payload.key, command)
         info = self.storage.head(payload.key, version)  # first: it refuses an unsafe key
         fmt = format_for(payload.key, payload.format)
-        source = self.storage.reference(payload.key, info)
         with ExitStack() as stack:
             path = stack.enter_context(self.storage.local_path(payload.key, version))
+            if info.sha256 is None:  # put by something other than Pudato: the version still gets its digest
+                info = info.model_copy(update={"sha256": sha256_of_file(path)})
+            source = self.storage.reference(payload.key, info)
             encoding = None
             if fmt == "csv":
                 path, encoding = stack.enter_context(utf8_file(path, payload.encoding))

@@ -64,6 +64,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "PUDATO_REGISTRY__URL": str(postgres["url"]),
             "PUDATO_REGISTRY__SPOOL_DIR": str(state / "spool"),
             "PUDATO_WAREHOUSE__PATH": str(state / "warehouse.duckdb"),
+            # The lake: catalog database pudato_lake on this PostgreSQL (infra.up creates it), data in the bucket.
+            "PUDATO_WAREHOUSE__BACKEND": "ducklake",
+            "PUDATO_WAREHOUSE__EXTENSION_DIR": str(state / "duckdb_extensions"),
             "PUDATO_WORKER__LIVENESS_DIR": str(state / "liveness"),
             "PUDATO_LOGIC__CACHE_DIR": str(state / "logic"),
         }

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pudato import datasets, jobs, lineage, local, pipelines
-from pudato.backends.warehouse.duckdb import DuckDBWarehouse
+from pudato.backends.warehouse import WarehouseBackend, warehouse_backend
 from pudato.demo import ingest_steps, make_logic_repo
 from pudato.errors import NotFound, UnsafeInput
 
@@ -75,8 +75,8 @@ def tiny(stack, tmp_path_factory):
     return {"url": str(repo), "path": repo, "A": a, "B": b, "broken": broken, **sides}
 
 
-def _warehouse(stack) -> DuckDBWarehouse:
-    return DuckDBWarehouse.from_settings(stack.settings())
+def _warehouse(stack) -> WarehouseBackend:
+    return warehouse_backend(stack.settings())
 
 
 def _rows(stack, sql: str) -> list[tuple]:
@@ -212,8 +212,7 @@ def test_sample_pipeline_lineage_is_traceable_both_ways(stack, tmp_path):
                      "main.int_gf_revenue_unioned", "main.fct_gf_revenue"}
     assert {i["name"] for i in build["inputs"]} == {"main.raw_gf_revenue_fy2017_18", "main.raw_gf_revenue_fy2021_22"}
 
-    stem = stack.settings().warehouse.path.stem
-    mart = datasets.duckdb_table(stem, "main.fct_gf_revenue")
+    mart = _warehouse(stack).reference("main.fct_gf_revenue")
     upstream = lineage.trace(stack.registry, mart.namespace, mart.name, "upstream")
     names = {(e["source_name"], e["target_name"]) for e in upstream}
     csv_key = "la_budget/general_fund_revenue_fy2017-18.csv"

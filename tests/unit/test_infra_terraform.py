@@ -392,3 +392,32 @@ def test_monitoring_grants_only_the_celery_topics_and_queues(tf: Terraform, sett
     # beat sends tasks, and so their task-sent events: only to the events topic.
     actions, resources = _actions_of(tf, "beat", "TaskSentEvents")
     assert actions == {"sns:CreateTopic", "sns:Publish", "sns:TagResource"} and resources == topics[:1]
+
+
+def test_same_bucket_lifecycle(tf: Terraform, settings: Settings) -> None:
+    (lifecycle,) = tf.instances("aws_s3_bucket_lifecycle_configuration").values()
+    assert tf.attribute(lifecycle["bucket"]) == settings.storage.bucket
+    (expected,) = infra.lifecycle_rules(settings)
+    (rule,) = _as_list(lifecycle["rule"])
+    assert rule["id"] == expected["ID"]
+    assert rule["status"] == expected["Status"]
+    assert _as_list(rule["filter"])[0]["prefix"] == expected["Filter"]["Prefix"]
+    assert (_as_list(rule["noncurrent_version_expiration"])[0]["noncurrent_days"]
+            == expected["NoncurrentVersionExpiration"]["NoncurrentDays"])  # fmt: skip
+    assert (_as_list(rule["abort_incomplete_multipart_upload"])[0]["days_after_initiation"]
+            == expected["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])  # fmt: skip
+    assert tf.variables["version_retention_days"] == settings.storage.version_retention_days
+
+
+def test_lake_policy_covers_the_data_prefix_the_workers_use(tf: Terraform, settings: Settings) -> None:
+    from pudato.backends.warehouse.ducklake import default_data_path
+
+    prefix = default_data_path(settings).removeprefix(f"s3://{settings.storage.bucket}/")
+    assert tf.variables["lake_prefix"] == prefix
+    assert tf.variables["lake_catalog_database"] == settings.warehouse.catalog_database
+    body = tf.data[("aws_iam_policy_document", "lake")]
+    (statement,) = [s for s in _as_list(body["statement"]) if _unquote(s["sid"]) == "LakeFiles"]
+    assert set(_unquoted_list(statement["actions"])) == {
+        "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"}
+    # The bucket's objects under the prefix, and nothing else.
+    assert _unquoted_list(statement["resources"]) == ["${aws_s3_bucket.storage.arn}/${var.lake_prefix}*"]
