@@ -163,6 +163,7 @@ def rerun(
     except VersionGone as exc:
         refused = jobs.record_refused(node, exc, **options)
         exc.details["job_id"] = refused
+        exc.message += f" (the rerun is recorded as failed job {refused}; nothing was sent)"
         raise
     return jobs.submit(node, app=app, **options)
 

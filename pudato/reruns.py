@@ -97,12 +97,17 @@ def _check_file(pin: InputPin) -> None:
     from pudato.backends.storage import sha256_of_file
 
     path = Path(pin.name)
-    now = sha256_of_file(path) if path.is_file() else None
-    if now != pin.sha256:
-        state = f"now {now}" if now else "now missing"
-        raise VersionGone(
-            f"file://{pin.name} has changed since the recorded run (sha256 was {pin.sha256}, {state}); "
-            "local files keep no versions, so it cannot be read as recorded. Rerun with --latest-data to "
-            "read it as it is now",
-            dataset=f"file://{pin.name}", version=pin.sha256,
-        )
+    check_file_unchanged(pin, sha256_of_file(path) if path.is_file() else None)
+
+
+def check_file_unchanged(pin: InputPin | None, digest: str | None) -> None:
+    """A file is read as recorded only if its bytes are the recorded ones: files keep no versions."""
+    if pin is None or pin.sha256 is None or pin.sha256 == digest:
+        return
+    state = f"now {digest}" if digest else "now missing"
+    raise VersionGone(
+        f"file://{pin.name} has changed since the recorded run (sha256 was {pin.sha256}, {state}); "
+        "local files keep no versions, so it cannot be read as recorded. Rerun with --latest-data to "
+        "read it as it is now",
+        dataset=f"file://{pin.name}", version=pin.sha256,
+    )

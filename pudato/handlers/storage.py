@@ -9,9 +9,10 @@ from pydantic import Field, model_validator
 
 from pudato import datasets
 from pudato.backends.storage import StorageBackend, sha256_of_file, storage_backend
-from pudato.errors import NotFound, UnsafeInput, VersionGone
+from pudato.errors import NotFound, UnsafeInput
 from pudato.handlers.base import Handler, Payload, action
-from pudato.protocol import Command, Event, InputPin, Outcome
+from pudato.protocol import Command, Event, Outcome
+from pudato.reruns import check_file_unchanged
 from pudato.settings import Settings, get_settings
 
 _INLINE_LIMIT = 192 * 1024  # an SQS message holds 256 KiB in all
@@ -64,7 +65,7 @@ class StorageHandler(Handler):
         if payload.source is not None:
             source = datasets.local_file(self._import_path(payload.source))
             digest = sha256_of_file(Path(source.name))
-            _check_unchanged(command.pin_for(source), digest)
+            check_file_unchanged(command.pin_for(source), digest)
             info = self.backend.put_file(payload.key, Path(source.name), payload.content_type)
             inputs.append(source.model_copy(update={"facets": {"sha256": digest}}))
         else:
@@ -148,13 +149,3 @@ class StorageHandler(Handler):
             source=source,
         )
 
-
-def _check_unchanged(pin: InputPin | None, digest: str) -> None:
-    """An imported file is read as recorded only if its bytes are the recorded ones: files keep no versions."""
-    if pin is not None and pin.sha256 and pin.sha256 != digest:
-        raise VersionGone(
-            f"file://{pin.name} has changed since the recorded run (sha256 was {pin.sha256}, "
-            f"now {digest}); local files keep no versions, so it cannot be read as recorded. "
-            "Rerun with --latest-data to import it as it is now",
-            dataset=f"file://{pin.name}", version=pin.sha256,
-        )
