@@ -28,6 +28,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/steps_throughput.py
 	$(BIN)/python bench/chain_vs_chord.py
 	$(BIN)/python bench/fanout_publish.py
+	$(BIN)/python bench/warehouse_scaling.py
+	$(BIN)/python bench/lake_vs_file.py
+	$(BIN)/python bench/parquet_in_place.py
 
 # The local stack (Procfile): moto, PostgreSQL, infra, a worker per queue, beat, Flower. Ctrl-C stops it.
 # The Procfile's commands (pudato, celery, python) come from the venv.

@@ -96,7 +96,9 @@ def up(settings: Settings) -> dict[str, Any]:
     )
     created: dict[str, Any] = {"queues": queue_urls, "topics": topic_arns, "bucket": settings.storage.bucket}
     if settings.warehouse.backend == "ducklake":
-        from pudato.backends.warehouse.ducklake import ensure_catalog  # lazy: loads DuckDB
+        from pudato.backends.warehouse.ducklake import (
+            ensure_catalog,  # lazy: loads DuckDB
+        )
 
         created["lake"] = ensure_catalog(settings)
     return created

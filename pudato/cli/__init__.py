@@ -183,7 +183,7 @@ def lineage(
     downstream: bool = typer.Option(False, "--downstream", help="What was made from it (default: what made it)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Trace a dataset, e.g. `pudato lineage duckdb://warehouse main.fct_gf_revenue`."""
+    """Trace a dataset, e.g. `pudato lineage ducklake://pudato_lake main.fct_gf_revenue`."""
     from pudato import lineage as tracing
     from pudato.registry.repository import Registry
     from pudato.settings import get_settings

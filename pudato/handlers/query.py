@@ -13,7 +13,8 @@ import math
 import tempfile
 import time
 import uuid
-from contextlib import AbstractContextManager, ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, timedelta
 from datetime import time as time_of_day
 from decimal import Decimal
@@ -29,7 +30,14 @@ from pudato.errors import InvalidCommand
 from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, format_for, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
-from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outcome, utcnow
+from pudato.protocol import (
+    Command,
+    DataReference,
+    Event,
+    ExecutionRecord,
+    Outcome,
+    utcnow,
+)
 
 # (every table at this snapshot, or None; these tables at these snapshots)
 Snapshots = tuple[int | None, dict[str, int]]
@@ -85,15 +93,13 @@ class QueryHandler(WarehouseHandler):
         with ExitStack() as stack:
             views, inputs, files = self._sources(stack, payload.sources, command)
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pudato-query-")))
+            writes = [workdir] if payload.output else []
             snapshots = self._snapshots(payload, command)
-            with self._session(snapshots) as session:
-                session.restrict(files=files, directories=[workdir])
+            with self._session(snapshots, files, writes) as session:
                 for alias, reader in views.items():
                     view = f"CREATE TEMP VIEW {quote_identifier(alias)} AS SELECT * FROM {reader}"
                     session.execute(view, record=False)
                 tables = session.tables_read(sql, skip=list(views))
-                # The versions read: a read-only session sees one snapshot throughout.
-                inputs = [self._table_input(session, t, snapshots) for t in tables] + inputs
                 if payload.output:
                     target = workdir / f"result.{payload.output.format}"
                     columns, written = session.copy_to(sql, payload.output.format, target)
@@ -103,6 +109,9 @@ class QueryHandler(WarehouseHandler):
                     columns = _columns(cursor.description)
                     fetched = cursor.fetchmany(limit + 1)
                     session.executions.append(_record(sql, started_at, clock, min(len(fetched), limit)))
+                # The versions read: a read-only session sees one snapshot throughout, and after
+                # the query the files' metadata are in DuckDB's cache.
+                inputs = [self._table_input(session, t, snapshots) for t in tables] + inputs
             if payload.output:
                 # Upload after closing the warehouse: other workers need not wait on the network.
                 return self._store(payload.output, target, columns, written, inputs, session.executions)
@@ -136,14 +145,22 @@ class QueryHandler(WarehouseHandler):
                 if pin.namespace == self.warehouse.namespace and pin.version and pin.version.isdigit()}
         return None, pins
 
-    def _session(self, snapshots: Snapshots) -> AbstractContextManager[Session]:
+    @contextmanager
+    def _session(self, snapshots: Snapshots, files: list[str], writes: list[Path]) -> Iterator[Session]:
+        """The sandboxed read-only session the SQL runs in: today's tables, or some or all at a snapshot."""
         everything, pinned = snapshots
+        if everything is None and not pinned:
+            with self.warehouse.query_session(files, writes) as session:
+                yield session
+            return
         if everything is not None:
-            return self.warehouse.session_at(everything)
-        if pinned:
+            opened = self.warehouse.session_at(everything)
+        else:
             # The recorded step read its tables in one read-only session, so at one snapshot.
-            return self.warehouse.session_at(max(pinned.values()), tables=sorted(pinned))
-        return self.warehouse.session(read_only=True)
+            opened = self.warehouse.session_at(max(pinned.values()), tables=sorted(pinned))
+        with opened as session:
+            session.restrict(files=files, directories=writes)
+            yield session
 
     def _sources(
         self, stack: ExitStack, sources: dict[str, Source], command: Command

@@ -24,7 +24,13 @@ from pudato.backends.warehouse import (
 from pudato.backends.warehouse.session import CsvRead, Session
 from pudato.errors import InvalidCommand, NotFound
 from pudato.handlers.base import Payload, action
-from pudato.handlers.csv_options import Format, check_encoding, format_for, normalize_names, utf8_file
+from pudato.handlers.csv_options import (
+    Format,
+    check_encoding,
+    format_for,
+    normalize_names,
+    utf8_file,
+)
 from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import Command, DataReference, Event, Outcome
 

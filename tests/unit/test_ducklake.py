@@ -15,7 +15,11 @@ import pytest
 from pudato import datasets
 from pudato.backends.storage.local import LocalStorage
 from pudato.backends.warehouse import parse_table_name, warehouse_backend
-from pudato.backends.warehouse.ducklake import DuckLakeWarehouse, catalog_from_settings, ensure_catalog
+from pudato.backends.warehouse.ducklake import (
+    DuckLakeWarehouse,
+    catalog_from_settings,
+    ensure_catalog,
+)
 from pudato.errors import SnapshotGone
 from pudato.handlers.query import QueryHandler
 from pudato.handlers.table import TableHandler
@@ -111,22 +115,20 @@ def test_a_gone_snapshot_names_the_dataset_and_the_version(settings: Settings) -
         lake.table_version("t", created - 1)
     assert before_it_existed.value.dataset == "main.t"
     assert before_it_existed.value.snapshot == created - 1
-    with pytest.raises(SnapshotGone, match="999"):
-        with lake.session_at(999):
-            pass
-    with pytest.raises(SnapshotGone, match="main.t"):
-        with lake.session_at(999, tables=["t"]):
-            pass
+    with pytest.raises(SnapshotGone, match="999"), lake.session_at(999):
+        pass
+    with pytest.raises(SnapshotGone, match="main.t"), lake.session_at(999, tables=["t"]):
+        pass
 
 
 def _append_many(root: str, worker: int) -> None:
     settings = lake_settings(Path(root))
     lake = warehouse_backend(settings)
+    types = {"worker": "INTEGER", "batch": "INTEGER", "n": "INTEGER"}
     for batch in range(3):
         with lake.session() as session:
             rows = [{"worker": worker, "batch": batch, "n": n} for n in range(50)]
-            session.atomic(lambda s: s.insert_rows('"shared"', {"worker": "INTEGER", "batch": "INTEGER", "n": "INTEGER"},
-                                                   rows))  # fmt: skip
+            session.atomic(lambda s, rows=rows: s.insert_rows('"shared"', types, rows))
             # A replace of another table in the same transaction makes writers conflict for real.
             session.atomic(lambda s: s.replace_with(parse_table_name("churn"), "SELECT 1 AS x"))
 
@@ -144,3 +146,19 @@ def test_conflicting_writers_are_retried_and_lose_no_row(settings: Settings, tmp
         process.join(180)
     assert [p.exitcode for p in workers] == [0, 0]
     assert lake.table_version("shared").rows == 2 * 3 * 50
+
+
+def test_queries_share_one_sandboxed_instance_that_sees_new_commits_and_no_files(settings: Settings) -> None:
+    storage = LocalStorage(settings.storage.local_root)
+    storage.put_bytes("a.csv", b"id\n1\n")
+    lake = warehouse_backend(settings)
+    tables, queries = TableHandler(settings, storage, lake), QueryHandler(settings, storage, lake)
+    _run(tables, "load", table="first", key="a.csv")
+    assert _run(queries, "run", sql="select count(*) from first").data["rows"] == [[1]]
+    for attempt in range(2):  # the shared instance stays sandboxed, query after query
+        refused = queries.execute(Command(handler="query", action="run",
+                                          payload={"sql": f"select * from read_csv('{settings.storage.local_root}/a.csv')"}))
+        assert refused.error is not None
+        assert refused.error.type == "UnsafeInput", (attempt, refused.error)
+    _run(tables, "load", table="second", key="a.csv")  # committed after the instance was opened
+    assert _run(queries, "run", sql="select count(*) from second").data["rows"] == [[1]]

@@ -178,6 +178,12 @@ class WarehouseBackend:
         raise NotImplementedError
         yield  # pragma: no cover
 
+    @contextmanager
+    def query_session(self, files: Sequence[str] = (), directories: Sequence[Any] = ()) -> Iterator[Session]:
+        """A read-only session for SQL from a message, sandboxed to ``files`` and ``directories``."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
     # -- versions (the snapshot API) ---------------------------------------------
 
     def current_snapshot(self) -> int | None:

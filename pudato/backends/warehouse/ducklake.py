@@ -24,7 +24,7 @@ for snapshots older than the oldest job you may rerun.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +99,9 @@ def catalog_from_settings(settings: Settings) -> Catalog:
 
 
 def _postgres(url: str, database: str | None, password: str | None) -> Catalog:
-    from sqlalchemy.engine import make_url  # lazy: only the lake with a PostgreSQL catalog needs it
+    from sqlalchemy.engine import (
+        make_url,  # lazy: only the lake with a PostgreSQL catalog needs it
+    )
 
     parsed = make_url(url)
     host = parsed.host or parsed.query.get("host")
@@ -128,6 +130,7 @@ class DuckLakeWarehouse(DuckDBEngine):
     versioned = True
     concurrent_writers = True
     enforces_primary_keys = False
+    keeps_spare = True
     conflict_markers = (
         "Transaction conflict",
         "Failed to commit DuckLake transaction",
@@ -161,7 +164,7 @@ class DuckLakeWarehouse(DuckDBEngine):
         )  # fmt: skip
         self.catalog = catalog
         self.data_path = data_path if data_path.startswith("s3://") else str(Path(data_path).resolve()) + "/"
-        self.extensions = ("ducklake", catalog.kind)  # type: ignore[misc]
+        self.extensions = ("ducklake", catalog.kind)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DuckLakeWarehouse:
@@ -188,7 +191,7 @@ class DuckLakeWarehouse(DuckDBEngine):
         return f"{self.catalog.describe()} with data in {self.data_path}"
 
     def _secrets(self) -> tuple[str, ...]:
-        secrets = (self.catalog.password or "",)
+        secrets: tuple[str, ...] = (self.catalog.password or "",)
         if self.aws is not None and self.aws.secret_access_key:
             secrets += (self.aws.secret_access_key.get_secret_value(),)
         return tuple(s for s in secrets if s)
@@ -236,7 +239,7 @@ class DuckLakeWarehouse(DuckDBEngine):
             return
         names = [self._table(t) for t in tables]
         with self.connect(read_only=True) as con:
-            gen = self._session(con, read_only=True)
+            gen: Generator[Session, None, None] = self._session(con, read_only=True)
             session = next(gen)
             try:
                 self._pin(session, names, snapshot)
@@ -323,7 +326,7 @@ def ensure_catalog(settings: Settings) -> dict[str, str]:
 
 
 def _create_database(catalog: Catalog) -> None:
-    import psycopg2  # lazy: only a PostgreSQL catalog needs it
+    import psycopg2  # type: ignore[import-untyped]  # lazy: only a PostgreSQL catalog needs it
     from psycopg2 import errors as pg_errors
     from psycopg2 import sql as pg_sql
 

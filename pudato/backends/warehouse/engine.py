@@ -22,9 +22,12 @@ from __future__ import annotations
 import fcntl
 import importlib
 import logging
+import os
 import random
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,7 +35,12 @@ from urllib.parse import urlparse
 
 import duckdb
 
-from pudato.backends.warehouse import TableName, WarehouseBackend, parse_table_name
+from pudato.backends.warehouse import (
+    TableName,
+    WarehouseBackend,
+    parse_table_name,
+    quote_identifier,
+)
 from pudato.backends.warehouse.session import Policy, Session
 from pudato.backends.warehouse.sql import scrubbed, sql_string, translate_error
 from pudato.errors import BackendUnavailable, ConfigurationError, NotFound, PudatoError
@@ -81,6 +89,36 @@ def load_extension(con: duckdb.DuckDBPyConnection, name: str, directory: Path) -
     con.execute(f"LOAD {name}")
 
 
+_SANDBOX_LOCK = threading.Lock()
+
+# Per process: extension files whose signatures DuckDB checked here, with their (size, mtime).
+_CHECKED: dict[tuple[int, str], tuple[int, int]] = {}
+
+
+def _installed(directory: Path, name: str) -> list[Path]:
+    # The postgres and sqlite extensions are installed under their scanner names.
+    return sorted(directory.glob(f"v{duckdb.__version__}/*/{name}*.duckdb_extension"))
+
+
+def _verified(directory: Path, names: Sequence[str]) -> bool:
+    """Whether every extension's file was signature-checked in this process and has not changed since."""
+    for name in names:
+        files = _installed(directory, name)
+        if len(files) != 1:
+            return False
+        stat = files[0].stat()
+        if _CHECKED.get((os.getpid(), str(files[0]))) != (stat.st_size, stat.st_mtime_ns):
+            return False
+    return True
+
+
+def _remember_verified(directory: Path, names: Sequence[str]) -> None:
+    for name in names:
+        for path in _installed(directory, name):
+            stat = path.stat()
+            _CHECKED[(os.getpid(), str(path))] = (stat.st_size, stat.st_mtime_ns)
+
+
 def s3_secret_sql(aws: AWSSettings, name: str = "pudato_s3") -> tuple[str, tuple[str, ...]]:
     """``CREATE SECRET`` for S3 from the AWS settings, and the secrets to scrub from errors."""
     options = ["TYPE s3", f"REGION {sql_string(aws.region)}"]
@@ -103,11 +141,16 @@ class DuckDBEngine(WarehouseBackend):
     """A warehouse that DuckDB, in this process, opens for each operation."""
 
     #: Extensions every instance loads (httpfs is added when S3 is configured).
-    extensions: ClassVar[tuple[str, ...]] = ()
+    extensions: tuple[str, ...] = ()
     #: Words in DuckDB's errors that mean "wait and try again" when opening.
     open_markers: ClassVar[tuple[str, ...]] = ()
     #: Words that mean "another writer got there first: run the transaction again".
     conflict_markers: ClassVar[tuple[str, ...]] = ()
+    #: Keep a read-only connection opened ahead of need (never for a file other processes must lock).
+    keeps_spare: ClassVar[bool] = False
+    _spare: Future[duckdb.DuckDBPyConnection] | None = None
+    _spare_pid: int = 0
+    _sandboxed: tuple[int, duckdb.DuckDBPyConnection] | None = None
 
     def __init__(
         self,
@@ -151,18 +194,24 @@ class DuckDBEngine(WarehouseBackend):
 
     def instance(self) -> duckdb.DuckDBPyConnection:
         """A fresh in-memory DuckDB with this warehouse's extensions and S3 secret, nothing attached."""
+        names = list(dict.fromkeys(list(self.extensions) + (["httpfs"] if self.aws is not None else [])))
+        verified = _verified(self.extension_dir, names)
         con = duckdb.connect(
             ":memory:",
             config={
                 "autoinstall_known_extensions": False,
                 "autoload_known_extensions": False,
                 "extension_directory": str(self.extension_dir),
+                # Checking a signature hashes the whole file (0.2-1 s for these three), on every
+                # instance. This process already checked these very files (same size and mtime).
+                "allow_unsigned_extensions": verified,
             },
         )
         try:
-            names = list(self.extensions) + (["httpfs"] if self.aws is not None else [])
-            for name in dict.fromkeys(names):
+            for name in names:
                 load_extension(con, name, self.extension_dir)
+            if not verified:
+                _remember_verified(self.extension_dir, names)
             if self.aws is not None:
                 statement, secrets = s3_secret_sql(self.aws)
                 try:
@@ -186,6 +235,41 @@ class DuckDBEngine(WarehouseBackend):
         )
 
     def _open(self, read_only: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
+        if read_only and snapshot is None and self.keeps_spare:
+            spare = self._take_spare()
+            if spare is not None:
+                return spare
+        return self._open_now(read_only, snapshot)
+
+    def _take_spare(self) -> duckdb.DuckDBPyConnection | None:
+        """The read-only connection prepared in the background, if ready; another is started.
+
+        A fresh instance per operation keeps a query's sandbox from leaking, but
+        opening one (ATTACH, reading the catalog) costs a few hundred milliseconds.
+        So each process keeps one spare, opened while the previous operation ran.
+        A spare sees every commit made since it was opened: each transaction
+        starts from the lake's newest snapshot.
+        """
+        future, self._spare = self._spare, None
+        if future is not None and self._spare_pid != os.getpid():
+            future = None  # made in the parent before a fork: not ours to use
+        self._spare_pid = os.getpid()
+        self._spare = Future()
+        threading.Thread(target=self._prepare_spare, args=(self._spare,), daemon=True).start()
+        if future is None:
+            return None
+        try:
+            return future.result(timeout=self.lock_timeout_s)
+        except (PudatoError, duckdb.Error, OSError, TimeoutError):  # the spare failed: the caller opens, with retries
+            return None
+
+    def _prepare_spare(self, future: Future[duckdb.DuckDBPyConnection]) -> None:
+        try:
+            future.set_result(self._open_now(read_only=True))
+        except Exception as exc:  # noqa: BLE001 - handed over whole to the caller that takes the spare
+            future.set_exception(exc)
+
+    def _open_now(self, read_only: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay, attempts = self.retry_initial_s, 0
         while True:
@@ -235,7 +319,44 @@ class DuckDBEngine(WarehouseBackend):
         with self.connect(read_only) as con:
             yield from self._session(con, read_only)
 
-    def _session(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> Iterator[Session]:
+    @contextmanager
+    def query_session(self, files: Sequence[str] = (), directories: Sequence[Path] = ()) -> Iterator[Session]:
+        """A read-only session for SQL from a message: it may read only ``files`` and the warehouse,
+        and write only below ``directories`` (:meth:`Session.restrict`).
+
+        The sandbox is a setting of the whole DuckDB instance, so such a session gets an
+        instance of its own. A query that names no file and writes none has the same
+        sandbox as every other such query, so on a warehouse that can stay attached
+        (the lake) those share one sandboxed instance per process, each in its own
+        cursor and transaction: no ATTACH per query, and the lake's files (never
+        rewritten) stay in DuckDB's file cache between queries.
+        """
+        if files or directories or not self.keeps_spare:
+            with self.session(read_only=True) as session:
+                session.restrict(files=files, directories=directories)
+                yield session
+            return
+        cursor = self._sandbox().cursor()
+        try:
+            cursor.execute(f"USE {quote_identifier(self.database_name)}")  # a cursor starts in memory
+            yield from self._session(cursor, read_only=True)
+        except BaseException:
+            self._sandboxed = None  # whatever broke (the catalog's connection?) is not kept
+            raise
+        finally:
+            cursor.close()
+
+    def _sandbox(self) -> duckdb.DuckDBPyConnection:
+        with _SANDBOX_LOCK:
+            held = self._sandboxed
+            if held is not None and held[0] == os.getpid():
+                return held[1]
+            con = self._open_now(read_only=True)
+            Session(con, self.database_name, self._policy()).restrict()
+            self._sandboxed = (os.getpid(), con)
+            return con
+
+    def _session(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> Generator[Session, None, None]:
         session = Session(con, self.database_name, self._policy())
         if not (read_only and self.versioned):
             yield session

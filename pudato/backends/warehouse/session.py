@@ -28,7 +28,13 @@ from typing import Any, Literal, TypeVar
 import duckdb
 
 from pudato.backends.warehouse import TableName, TableVersion, quote_identifier
-from pudato.backends.warehouse.sql import ENGINE, base_tables, split_qualified, sql_string, translate_error
+from pudato.backends.warehouse.sql import (
+    ENGINE,
+    base_tables,
+    split_qualified,
+    sql_string,
+    translate_error,
+)
 from pudato.errors import BackendUnavailable, InvalidCommand, PudatoError, SnapshotGone
 from pudato.protocol import ExecutionRecord, utcnow
 
