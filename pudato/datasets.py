@@ -47,6 +47,20 @@ def warehouse_table(namespace: str, qualified_table: str, **facets: object) -> D
     return DataReference(namespace=namespace, name=f"{schema or 'main'}.{table}", facets=dict(facets))
 
 
+def split_uri(text: str) -> tuple[str | None, str]:
+    """``s3://bucket/key`` → (``s3://bucket``, ``key``); ``file:///p`` → (``file``, ``/p``); a bare name → (None, name).
+
+    The inverse of :attr:`DataReference.uri`, for names people type.
+    """
+    if text.startswith("file://"):
+        return "file", text.removeprefix("file://")
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        return None, text
+    authority, _, name = rest.partition("/")
+    return f"{scheme}://{authority}", name
+
+
 def lake_namespace(lake: str) -> str:
     return f"{LAKE_SCHEME}://{lake}"
 

@@ -8,7 +8,8 @@ sorted at the driver boundary into one of two kinds::
     │   ├── InvalidCommand         malformed message, unknown action, bad payload
     │   ├── UnsafeInput            a path, identifier or URL from a message was refused
     │   ├── NotFound               a missing object, table or dataset
-    │   │   └── SnapshotGone       a dataset version (lake snapshot) no longer exists
+    │   │   └── VersionGone        a recorded version that can no longer be read
+    │   │       └── SnapshotGone   a lake snapshot that no longer exists
     │   ├── QueryFailed            SQL that the engine rejected
     │   └── ConfigurationError     a setting is missing or wrong
     └── TransientError             the step may succeed if retried later
@@ -77,7 +78,12 @@ class NotFound(TerminalError):
     """A named object, table or dataset does not exist."""
 
 
-class SnapshotGone(NotFound):
+class VersionGone(NotFound):
+    """A rerun's input version is gone: an S3 version deleted or expired, a lake snapshot expired,
+    or a file changed in a backend that keeps no versions. ``dataset`` and ``version`` name it."""
+
+
+class SnapshotGone(VersionGone):
     """A dataset's recorded version cannot be read: the lake snapshot expired, or the table did not exist then."""
 
     def __init__(self, dataset: str, snapshot: int | None, message: str | None = None) -> None:
@@ -87,6 +93,7 @@ class SnapshotGone(NotFound):
             "(expired or never taken) or the table did not exist then",
             dataset=dataset,
             snapshot=snapshot,
+            version=snapshot,
         )
 
     @property

@@ -21,13 +21,14 @@ are written to the registry as ``pending`` before anything is sent.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from pudato.errors import ConfigurationError, InvalidCommand, NotFound
-from pudato.protocol import HANDLERS, JOB_HEADER, new_id
-from pudato.registry.repository import TERMINAL, Registry, StepPlan
+from pudato.errors import ConfigurationError, InvalidCommand, NotFound, PudatoError
+from pudato.protocol import HANDLERS, JOB_HEADER, InputPin, new_id, utcnow
+from pudato.registry.repository import TERMINAL, Registry, StepPlan, StepUpdate
 from pudato.settings import Settings, get_settings
 
 # The message header that carries the job id onto everything a task publishes.
@@ -40,6 +41,8 @@ class Step:
     payload: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
     step_id: str = field(default_factory=new_id)
+    # An exact rerun's inputs at their recorded versions (see pudato.reruns); empty reads today's data.
+    pinned_inputs: list[InputPin] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +127,35 @@ def submit(
     """
     settings = settings or get_settings()
     app = app or _current_app()
+    job_id, planned = _record(node, settings, name=name, trigger=trigger, parent_job_id=parent_job_id,
+                              logic_repo=logic_repo, logic_ref=logic_ref, logic_version=logic_version)
+    pin = {"logic_repo": logic_repo, "logic_version": logic_version}
+    canvas = _signature(app, node, job_id, pin)
+    async_result = canvas.apply_async(headers={JOB_HEADER: job_id})
+    return SubmittedJob(job_id, planned, async_result)
+
+
+def record_refused(node: Node, error: PudatoError, *, settings: Settings | None = None, **job: Any) -> str:
+    """Record a job that was refused before any step was sent: every step failed with ``error``.
+
+    Takes :func:`submit`'s keywords; returns the job id. Nothing is sent, so nothing is written.
+    """
+    settings = settings or get_settings()
+    job_id, planned = _record(node, settings, **job)
+    registry = Registry(settings.registry.url)
+    now = utcnow()
+    failure = {"type": type(error).__name__, "message": f"not run: {error.message}", "kind": error.kind,
+               "details": json.loads(json.dumps(error.details, default=str))}
+    for step in planned:
+        registry.apply(StepUpdate(event="finished", step_id=step.step_id, job_id=job_id, handler=step.handler,
+                                  action=step.action, status="failed", started_at=now, finished_at=now,
+                                  duration_ms=0.0, error=failure))
+    return job_id
+
+
+def _record(node: Node, settings: Settings, *, name: str | None = None, trigger: str = "api",
+            parent_job_id: str | None = None, logic_repo: str | None = None, logic_ref: str | None = None,
+            logic_version: str | None = None) -> tuple[str, list[Step]]:
     job_id = new_id()
     planned = steps_of(node)
     Registry(settings.registry.url).create_job(
@@ -141,10 +173,7 @@ def submit(
         logic_ref=logic_ref,
         logic_version=logic_version,
     )
-    pin = {"logic_repo": logic_repo, "logic_version": logic_version}
-    canvas = _signature(app, node, job_id, pin)
-    async_result = canvas.apply_async(headers={JOB_HEADER: job_id})
-    return SubmittedJob(job_id, planned, async_result)
+    return job_id, planned
 
 
 def _current_app() -> Any:
@@ -162,7 +191,7 @@ def _signature(app: Any, node: Node, job_id: str, pin: dict[str, str | None]) ->
     from celery import group as celery_group
 
     if isinstance(node, Step):
-        command = {
+        command: dict[str, Any] = {
             "handler": node.handler,
             "action": node.action,
             "payload": node.payload,
@@ -171,6 +200,8 @@ def _signature(app: Any, node: Node, job_id: str, pin: dict[str, str | None]) ->
             "step_name": node.name,
             **pin,
         }
+        if node.pinned_inputs:
+            command["pinned_inputs"] = [p.model_dump(mode="json") for p in node.pinned_inputs]
         return app.signature(
             f"pudato.{node.handler}.execute", kwargs={"command": command}, immutable=True,
             task_id=node.step_id,

@@ -14,7 +14,8 @@ all of the block (a chord)::
 
 :func:`submit` resolves the ref to a full SHA *before* anything is sent, reads the
 pipeline from that commit, and pins every step of the job to it. :func:`rerun`
-runs a recorded job again, at its recorded SHA or at the ref's current head.
+runs a recorded job again, at its recorded SHA or at the ref's current head, on
+its inputs as they were (each at its recorded version) or as they are today.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pudato import jobs
+from pudato import jobs, reruns
 from pudato.backends.logic import logic_backend
-from pudato.errors import InvalidCommand, NotFound
+from pudato.errors import InvalidCommand, NotFound, VersionGone
 from pudato.handler_specs import spec as handler_spec
 from pudato.handlers.base import describe_validation_error
+from pudato.protocol import InputPin
 from pudato.registry.repository import Registry
 from pudato.settings import Settings, get_settings
 
@@ -130,11 +132,21 @@ def submit(
                        logic_repo=repo, logic_ref=ref, logic_version=sha)
 
 
-def rerun(job_id: str, *, latest: bool = False, settings: Settings | None = None, app: Any = None) -> jobs.SubmittedJob:
+def rerun(
+    job_id: str,
+    *,
+    latest: bool = False,
+    latest_data: bool = False,
+    settings: Settings | None = None,
+    app: Any = None,
+) -> jobs.SubmittedJob:
     """Run a recorded job again with its recorded steps and parameters.
 
-    At the recorded SHA by default; with ``latest``, at the current head of the
-    recorded ref. The new job names the old one as its parent.
+    Code: the recorded SHA by default; with ``latest``, the current head of the
+    recorded ref. Data: every input from outside the job at its recorded version
+    by default (:mod:`pudato.reruns`); with ``latest_data``, today's. The new job
+    names the old one as its parent. A pinned version that is gone fails the new
+    job before any step is sent (:class:`~pudato.errors.VersionGone`).
     """
     settings = settings or get_settings()
     job = Registry(settings.registry.url).job(job_id)
@@ -145,22 +157,37 @@ def rerun(job_id: str, *, latest: bool = False, settings: Settings | None = None
         if not job.get("logic_repo") or not job.get("logic_ref"):
             raise InvalidCommand(f"job {job_id} was not run from a logic repository ref; --latest needs one")
         sha = logic_backend(settings).resolve(job["logic_repo"], job["logic_ref"])
-    return jobs.submit(
-        from_description(job["canvas"]), name=job.get("name"), trigger="rerun-latest" if latest else "rerun",
-        settings=settings, app=app, logic_repo=job.get("logic_repo"), logic_ref=job.get("logic_ref"),
-        logic_version=sha, parent_job_id=job_id,
-    )
+    pins = {} if latest_data else reruns.pins_by_step(job)
+    node = from_description(job["canvas"], pins)
+    options: dict[str, Any] = {
+        "name": job.get("name"), "settings": settings, "parent_job_id": job_id,
+        "trigger": "rerun" + ("-latest" if latest else "") + ("-latest-data" if latest_data else ""),
+        "logic_repo": job.get("logic_repo"), "logic_ref": job.get("logic_ref"), "logic_version": sha,
+    }
+    try:
+        reruns.check([pin for step in pins.values() for pin in step], settings)
+    except VersionGone as exc:
+        refused = jobs.record_refused(node, exc, **options)
+        exc.details["job_id"] = refused
+        exc.message += f" (the rerun is recorded as failed job {refused}; nothing was sent)"
+        raise
+    return jobs.submit(node, app=app, **options)
 
 
-def from_description(document: dict[str, Any]) -> jobs.Node:
-    """Rebuild a canvas from :func:`pudato.jobs.describe`'s JSON, with fresh step ids."""
+def from_description(document: dict[str, Any], pins: dict[str, list[InputPin]] | None = None) -> jobs.Node:
+    """Rebuild a canvas from :func:`pudato.jobs.describe`'s JSON, with fresh step ids.
+
+    ``pins`` maps a described (old) step id to the inputs the new step reads at their recorded versions.
+    """
+    pins = pins or {}
     if "handler" in document:
         return jobs.Step(document["handler"], document["action"], dict(document.get("payload") or {}),
-                         document.get("step"))
+                         document.get("step"), pinned_inputs=list(pins.get(document.get("step_id") or "", [])))
     if "chord" in document:
-        return jobs.chord([from_description(p) for p in document["chord"]], from_description(document["body"]))
+        return jobs.chord([from_description(p, pins) for p in document["chord"]],
+                          from_description(document["body"], pins))
     if "chain" in document:
-        return jobs.chain(*[from_description(p) for p in document["chain"]])
+        return jobs.chain(*[from_description(p, pins) for p in document["chain"]])
     if "group" in document:
-        return jobs.group(*[from_description(p) for p in document["group"]])
+        return jobs.group(*[from_description(p, pins) for p in document["group"]])
     raise InvalidCommand(f"unrecognised canvas description with keys {sorted(document)}")

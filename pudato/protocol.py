@@ -53,6 +53,24 @@ class DataReference(_Model):
         return (self.namespace, self.name) == (other.namespace, other.name)
 
 
+class InputPin(_Model):
+    """A dataset a step must read at one recorded version (an exact rerun's inputs).
+
+    ``version`` is what the storage or warehouse backend names a version by: an
+    S3 version id, a lake snapshot id, or for local files (which keep no versions)
+    the modification time; ``sha256`` lets a backend without versions check that
+    the bytes it still has are the recorded ones.
+    """
+
+    namespace: str
+    name: str
+    version: str | None = None
+    sha256: str | None = None
+
+    def label(self) -> str:
+        return f"{DataReference(namespace=self.namespace, name=self.name).uri} at version {self.version}"
+
+
 class ExecutionRecord(_Model):
     """A statement an engine ran for the step (SQL, a dbt invocation, ...)."""
 
@@ -82,6 +100,15 @@ class Command(_Model):
     # The analysts' logic repository and the full commit SHA the job is pinned to.
     logic_repo: str | None = None
     logic_version: str | None = None
+    # An exact rerun's pins: these inputs are read at these versions. Empty: read today's data.
+    pinned_inputs: list[InputPin] = Field(default_factory=list)
+
+    def pin_for(self, dataset: DataReference) -> InputPin | None:
+        """The pinned version of ``dataset``, if this step reads it at one."""
+        for pin in self.pinned_inputs:
+            if (pin.namespace, pin.name) == (dataset.namespace, dataset.name):
+                return pin
+        return None
 
     @field_validator("handler")
     @classmethod

@@ -14,6 +14,7 @@ from typing import Any
 import click
 import typer
 
+from pudato.cli.datasets import datasets_app
 from pudato.errors import PudatoError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -31,6 +32,7 @@ local_app = typer.Typer(no_args_is_help=True, help="Services for the local stack
 app.add_typer(local_app, name="local")
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: look at them, re-drive them.")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(datasets_app, name="datasets")
 
 _options = {"debug": False}
 
@@ -161,16 +163,18 @@ def run(
 @app.command()
 def rerun(
     job_id: str,
-    latest: bool = typer.Option(False, "--latest", help="Run at the ref's current head, not the recorded SHA."),
+    latest: bool = typer.Option(False, "--latest", help="Run today's code: the ref's current head, not the recorded SHA."),
+    latest_data: bool = typer.Option(False, "--latest-data",
+                                     help="Read today's inputs, not each at its recorded version."),
     wait: bool = typer.Option(True, help="Wait for the job and show it."),
     as_json: bool = typer.Option(False, "--json"),
     timeout: float = 600.0,
 ) -> None:
-    """Run a recorded job again with its recorded parameters, at its recorded SHA."""
+    """Run a recorded job again with its recorded parameters, at its recorded SHA, on its inputs as they were."""
     from pudato import pipelines
     from workers.app import app as celery_app
 
-    submitted = pipelines.rerun(job_id, latest=latest, app=celery_app)
+    submitted = pipelines.rerun(job_id, latest=latest, latest_data=latest_data, app=celery_app)
     _follow(submitted.job_id, wait, as_json, timeout)
 
 

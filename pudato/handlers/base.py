@@ -33,7 +33,7 @@ from pudato.protocol import Command, ErrorInfo, Outcome, Result, utcnow
 log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=BaseModel)
-ActionMethod = Callable[[Any, Any], Outcome]
+ActionMethod = Callable[..., Outcome]  # (self, payload) or (self, payload, command)
 
 
 class Payload(BaseModel):

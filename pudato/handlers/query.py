@@ -13,7 +13,8 @@ import math
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, timedelta
 from datetime import time as time_of_day
 from decimal import Decimal
@@ -29,7 +30,17 @@ from pudato.errors import InvalidCommand
 from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, format_for, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
-from pudato.protocol import DataReference, Event, ExecutionRecord, Outcome, utcnow
+from pudato.protocol import (
+    Command,
+    DataReference,
+    Event,
+    ExecutionRecord,
+    Outcome,
+    utcnow,
+)
+
+# (every table at this snapshot, or None; these tables at these snapshots)
+Snapshots = tuple[int | None, dict[str, int]]
 
 _SQL_MAX = 100_000
 _DEFAULT_LIMIT = 1000
@@ -54,6 +65,8 @@ class RunPayload(Payload):
     sources: dict[str, Source] = Field(default_factory=dict)
     limit: int | None = Field(default=None, ge=1, description="rows to return; default 1000 (or max_rows if lower)")
     output: Output | None = None
+    # Read every table as it was then: a lake snapshot id, or a job or step id (see pudato.versions).
+    as_of: str | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("sources")
     @classmethod
@@ -69,7 +82,7 @@ class QueryHandler(WarehouseHandler):
     name = "query"
 
     @action("run", RunPayload)
-    def run(self, payload: RunPayload) -> Outcome:
+    def run(self, payload: RunPayload, command: Command) -> Outcome:
         max_rows = self.settings.warehouse.max_rows
         limit = payload.limit if payload.limit is not None else min(_DEFAULT_LIMIT, max_rows)
         if limit > max_rows:
@@ -78,10 +91,11 @@ class QueryHandler(WarehouseHandler):
         if payload.output:
             self.storage.reference(payload.output.key)  # refuse a bad key before any work
         with ExitStack() as stack:
-            views, inputs, files = self._sources(stack, payload.sources)
+            views, inputs, files = self._sources(stack, payload.sources, command)
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pudato-query-")))
             writes = [workdir] if payload.output else []
-            with self.warehouse.query_session(files, writes) as session:
+            snapshots = self._snapshots(payload, command)
+            with self._session(snapshots, files, writes) as session:
                 for alias, reader in views.items():
                     view = f"CREATE TEMP VIEW {quote_identifier(alias)} AS SELECT * FROM {reader}"
                     session.execute(view, record=False)
@@ -97,7 +111,7 @@ class QueryHandler(WarehouseHandler):
                     session.executions.append(_record(sql, started_at, clock, min(len(fetched), limit)))
                 # The versions read: a read-only session sees one snapshot throughout, and after
                 # the query the files' metadata are in DuckDB's cache.
-                inputs = [self._table_input(session, t) for t in tables] + inputs
+                inputs = [self._table_input(session, t, snapshots) for t in tables] + inputs
             if payload.output:
                 # Upload after closing the warehouse: other workers need not wait on the network.
                 return self._store(payload.output, target, columns, written, inputs, session.executions)
@@ -113,29 +127,61 @@ class QueryHandler(WarehouseHandler):
             },
         )
 
-    def _table_input(self, session: Session, table: TableName) -> DataReference:
+    def _table_input(self, session: Session, table: TableName, snapshots: Snapshots) -> DataReference:
         if session.find(table) is None:  # a view: its own inputs are what it reads
             return self.warehouse.reference(table, kind="view")
-        return self.warehouse.reference(table, **session.version(table).facets())
+        everything, pinned = snapshots
+        at = pinned.get(table.qualified, everything)
+        return self.warehouse.reference(table, **session.version(table, at).facets())
+
+    def _snapshots(self, payload: RunPayload, command: Command) -> Snapshots:
+        """The snapshot every table is read at (``as_of``), and the tables an exact rerun pins to theirs."""
+        if payload.as_of is not None:
+            from pudato.registry.repository import Registry
+            from pudato.versions import snapshot_as_of
+
+            return snapshot_as_of(Registry(self.settings.registry.url), payload.as_of), {}
+        pins = {pin.name: int(pin.version) for pin in command.pinned_inputs
+                if pin.namespace == self.warehouse.namespace and pin.version and pin.version.isdigit()}
+        return None, pins
+
+    @contextmanager
+    def _session(self, snapshots: Snapshots, files: list[str], writes: list[Path]) -> Iterator[Session]:
+        """The sandboxed read-only session the SQL runs in: today's tables, or some or all at a snapshot."""
+        everything, pinned = snapshots
+        if everything is None and not pinned:
+            with self.warehouse.query_session(files, writes) as session:
+                yield session
+            return
+        if everything is not None:
+            opened = self.warehouse.session_at(everything)
+        else:
+            # The recorded step read its tables in one read-only session, so at one snapshot.
+            opened = self.warehouse.session_at(max(pinned.values()), tables=sorted(pinned))
+        with opened as session:
+            session.restrict(files=files, directories=writes)
+            yield session
 
     def _sources(
-        self, stack: ExitStack, sources: dict[str, Source]
+        self, stack: ExitStack, sources: dict[str, Source], command: Command
     ) -> tuple[dict[str, str], list[DataReference], list[str]]:
         """Where each source object is read from, and the table function reading it.
 
         Parquet is read in place (an s3:// URL) when the storage and the warehouse
-        can; everything else from a local copy (CSV is made UTF-8 first).
+        can; everything else, and an object pinned at an older version (an exact
+        rerun), from a local copy (CSV is made UTF-8 first).
         """
         views: dict[str, str] = {}
         inputs: list[DataReference] = []
         files: list[str] = []
         for alias, source in sources.items():
-            info = self.storage.head(source.key)  # first: it refuses an unsafe key
+            version = self.pinned_version(source.key, command)
+            info = self.storage.head(source.key, version)  # first: it refuses an unsafe key
             fmt = format_for(source.key, source.format)
             inputs.append(self.storage.reference(source.key, info))
-            location = self.storage.direct_url(source.key) if fmt == "parquet" else None
+            location = self.storage.direct_url(source.key) if fmt == "parquet" and version is None else None
             if location is None:
-                path = stack.enter_context(self.storage.local_path(source.key))
+                path = stack.enter_context(self.storage.local_path(source.key, version))
                 if fmt == "csv":
                     path, _ = stack.enter_context(utf8_file(path))
                 location = str(path.resolve())

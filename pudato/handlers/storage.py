@@ -7,10 +7,12 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from pudato.backends.storage import StorageBackend, storage_backend
+from pudato import datasets
+from pudato.backends.storage import StorageBackend, sha256_of_file, storage_backend
 from pudato.errors import NotFound, UnsafeInput
 from pudato.handlers.base import Handler, Payload, action
-from pudato.protocol import Event, Outcome
+from pudato.protocol import Command, Event, Outcome
+from pudato.reruns import check_file_unchanged
 from pudato.settings import Settings, get_settings
 
 _INLINE_LIMIT = 192 * 1024  # an SQS message holds 256 KiB in all
@@ -58,14 +60,14 @@ class StorageHandler(Handler):
         self.backend = backend or storage_backend(self.settings)
 
     @action("put", PutPayload)
-    def put(self, payload: PutPayload) -> Outcome:
+    def put(self, payload: PutPayload, command: Command) -> Outcome:
         inputs = []
         if payload.source is not None:
-            source = self._import_path(payload.source)
-            info = self.backend.put_file(payload.key, source, payload.content_type)
-            from pudato import datasets
-
-            inputs.append(datasets.local_file(source))
+            source = datasets.local_file(self._import_path(payload.source))
+            digest = sha256_of_file(Path(source.name))
+            check_file_unchanged(command.pin_for(source), digest)
+            info = self.backend.put_file(payload.key, Path(source.name), payload.content_type)
+            inputs.append(source.model_copy(update={"facets": {"sha256": digest}}))
         else:
             if payload.content is not None:
                 data = payload.content.encode("utf-8")
@@ -81,9 +83,10 @@ class StorageHandler(Handler):
         )
 
     @action("get", GetPayload)
-    def get(self, payload: GetPayload) -> Outcome:
-        info = self.backend.head(payload.key)
-        data = self.backend.get_bytes(payload.key)[: payload.max_bytes]
+    def get(self, payload: GetPayload, command: Command) -> Outcome:
+        version = self._pinned(payload.key, command)
+        info = self.backend.head(payload.key, version)
+        data = self.backend.get_bytes(payload.key, version)[: payload.max_bytes]
         try:
             body = {"content": data.decode("utf-8")}
         except UnicodeDecodeError:
@@ -114,9 +117,10 @@ class StorageHandler(Handler):
         )
 
     @action("copy", CopyPayload)
-    def copy(self, payload: CopyPayload) -> Outcome:
-        source = self.backend.reference(payload.source_key, self.backend.head(payload.source_key))
-        info = self.backend.copy(payload.source_key, payload.target_key)
+    def copy(self, payload: CopyPayload, command: Command) -> Outcome:
+        version = self._pinned(payload.source_key, command)
+        source = self.backend.reference(payload.source_key, self.backend.head(payload.source_key, version))
+        info = self.backend.copy(payload.source_key, payload.target_key, version)
         output = self.backend.reference(payload.target_key, info)
         return Outcome(
             inputs=[source],
@@ -124,6 +128,10 @@ class StorageHandler(Handler):
             data={"object": info.model_dump(exclude_none=True)},
             events=[Event(type="object.created", dataset=output)],
         )
+
+    def _pinned(self, key: str, command: Command) -> str | None:
+        pin = command.pin_for(self.backend.reference(key))
+        return pin.version if pin else None
 
     def _import_path(self, source: str) -> Path:
         """A file a message asks us to import: it must lie below a configured import root."""
@@ -140,3 +148,4 @@ class StorageHandler(Handler):
             f"(PUDATO_STORAGE__IMPORT_ROOTS: {[str(r) for r in roots] or 'none set'})",
             source=source,
         )
+

@@ -32,7 +32,7 @@ from pudato.handlers.csv_options import (
     utf8_file,
 )
 from pudato.handlers.warehouse import WarehouseHandler
-from pudato.protocol import DataReference, Event, Outcome
+from pudato.protocol import Command, DataReference, Event, Outcome
 
 _TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ,()\[\]]*$")  # no quotes, dashes or semicolons: nothing to smuggle SQL in
 _MAX_ROWS = 10_000
@@ -148,12 +148,13 @@ class TableHandler(WarehouseHandler):
         )
 
     @action("load", LoadPayload)
-    def load(self, payload: LoadPayload) -> Outcome:
+    def load(self, payload: LoadPayload, command: Command) -> Outcome:
         name = parse_table_name(payload.table)
-        info = self.storage.head(payload.key)  # first: it refuses an unsafe key
+        version = self.pinned_version(payload.key, command)
+        info = self.storage.head(payload.key, version)  # first: it refuses an unsafe key
         fmt = format_for(payload.key, payload.format)
         with ExitStack() as stack:
-            path = stack.enter_context(self.storage.local_path(payload.key))
+            path = stack.enter_context(self.storage.local_path(payload.key, version))
             if info.sha256 is None:  # put by something other than Pudato: the version still gets its digest
                 info = info.model_copy(update={"sha256": sha256_of_file(path)})
             source = self.storage.reference(payload.key, info)

@@ -50,6 +50,7 @@ from pudato import datasets
 from pudato.backends.logic import Checkout, LogicRepository, is_sha, logic_backend
 from pudato.backends.warehouse import WarehouseBackend, warehouse_backend
 from pudato.errors import BackendUnavailable, InvalidCommand, TerminalError, UnsafeInput
+from pudato.handlers import dbt_pins
 from pudato.handlers.base import Handler, Payload, action
 from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outcome, utcnow
 from pudato.settings import Settings, get_settings
@@ -198,7 +199,12 @@ class _Run:
         self.warehouse, self.lock_timeout_s = handler.warehouse, handler.settings.warehouse.lock_timeout_s
         self.profile, self.target, self.work = profile, target, work
         self.target_path, self.log_path = work / "target", work / "logs"
-        self.profiles_dir = _profiles_dir(profile, target, self.warehouse.dbt_target())
+        # An exact rerun reads its lake inputs at their recorded snapshots (pudato.handlers.dbt_pins).
+        self.pins = dbt_pins.table_pins(command, self.warehouse)
+        dbt_pins.check(self.warehouse, self.pins)
+        self.attached = dbt_pins.attachments(self.warehouse, self.pins)
+        output = dbt_pins.with_attachments(self.warehouse.dbt_target(), self.attached)
+        self.profiles_dir = _profiles_dir(profile, target, output)
 
     def execute(self) -> Outcome:
         deps_lock = self._deps_if_needed()
@@ -211,10 +217,12 @@ class _Run:
         args = [self.verb, *self._common_args(self.command.job_id or "adhoc"), *self._selection()]
         started_at, clock = utcnow(), time.perf_counter()
         before = self.warehouse.current_snapshot()
-        result, results = self._invoke_waiting_for_warehouse(args, manifest)
+        with dbt_pins.pinned_manifest(manifest, self.pins, self.attached):
+            result, results = self._invoke_waiting_for_warehouse(args, manifest)
         duration_ms = (time.perf_counter() - clock) * 1000
         graph = _graph(_read_json(self.target_path / "manifest.json"))
-        outcome = _with_versions(self._outcome(results, graph, args, started_at, duration_ms), self.warehouse, before)
+        outcome = self._outcome(results, graph, args, started_at, duration_ms)
+        outcome = _with_versions(outcome, self.warehouse, before, self.pins)
         self._raise_on_failure(result, results, outcome)
         if not results and (self.payload.select or self.payload.exclude):
             raise InvalidCommand(
@@ -468,9 +476,12 @@ def _profiles_dir(profile: str, target: str, output: dict[str, Any]) -> Path:
     return folder
 
 
-def _with_versions(outcome: Outcome, warehouse: WarehouseBackend, before: int | None) -> Outcome:
-    """Warehouse inputs at the snapshot the run started from; outputs as the run left them."""
-    snapshots = {ref.name: before for ref in outcome.inputs}
+def _with_versions(
+    outcome: Outcome, warehouse: WarehouseBackend, before: int | None, pins: dict[str, int] | None = None
+) -> Outcome:
+    """Warehouse inputs at the snapshot the run started from (or was pinned to); outputs as the run left them."""
+    snapshots: dict[str, int | None] = {ref.name: before for ref in outcome.inputs}
+    snapshots.update(pins or {})
     return outcome.model_copy(
         update={
             "inputs": warehouse.versioned_references(outcome.inputs, snapshots),

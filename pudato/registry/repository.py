@@ -267,6 +267,11 @@ class Registry:
             steps = session.scalars(select(Step).where(Step.job_id == job_id).order_by(Step.position, Step.started_at))
             return {**_row(job), "steps": [_row(s) for s in steps]}
 
+    def step(self, step_id: str) -> dict[str, Any] | None:
+        with session_scope(self.url) as session:
+            step = session.get(Step, step_id)
+            return _row(step) if step is not None else None
+
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         with session_scope(self.url) as session:
             rows = session.scalars(select(Job).order_by(Job.submitted_at.desc()).limit(limit))
@@ -311,6 +316,29 @@ class Registry:
             match = (LineageEdge.source_namespace == namespace, LineageEdge.source_name == name)
         with session_scope(self.url) as session:
             return [_row(edge) for edge in session.scalars(select(LineageEdge).where(*match).order_by(LineageEdge.id))]
+
+    def dataset_history(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded version of a dataset, oldest first: what each writing step recorded of it,
+        with the job, the step and the logic SHA that wrote it. Without ``namespace``, any namespace."""
+        query = (
+            select(StepDataset, Step, Job)
+            .join(Step, Step.id == StepDataset.step_id)
+            .join(Job, Job.id == Step.job_id)
+            .where(StepDataset.direction == "output", StepDataset.name == name, Step.status == "succeeded")
+            .order_by(Step.finished_at, StepDataset.id)
+        )
+        if namespace is not None:
+            query = query.where(StepDataset.namespace == namespace)
+        with session_scope(self.url) as session:
+            return [
+                {
+                    "namespace": edge.namespace, "name": edge.name, "facets": edge.facets or {},
+                    "written_at": step.finished_at, "job_id": job.id, "job_name": job.name, "trigger": job.trigger,
+                    "step_id": step.id, "step_name": step.name, "handler": step.handler, "action": step.action,
+                    "logic_version": step.logic_version or job.logic_version,
+                }
+                for edge, step, job in session.execute(query)
+            ]
 
     # -- catalog -------------------------------------------------------------
 

@@ -3,6 +3,12 @@
 Every backend implements :class:`StorageBackend`. To add one, write a module here
 with a subclass and add it to ``BACKENDS``. Keys come from messages, so every
 backend checks them with :func:`check_key` before use.
+
+Reading takes an optional ``version``: an exact rerun reads an object as it was
+(``Command.pinned_inputs``). A backend that keeps versions (S3, on a versioned
+bucket) reads that version or raises :class:`~pudato.errors.VersionGone`; one that
+keeps none (``keeps_versions = False``: the local folder) can serve only the
+version it still has, and says so when asked for another.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ class StorageBackend:
     """The interface every storage backend implements."""
 
     kind: ClassVar[str]
+    # Whether an object's earlier versions stay readable after it is overwritten.
+    keeps_versions: ClassVar[bool]
 
     def reference(self, key: str, info: ObjectInfo | None = None) -> DataReference:
         raise NotImplementedError
@@ -84,10 +92,10 @@ class StorageBackend:
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         raise NotImplementedError
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, version: str | None = None) -> bytes:
         raise NotImplementedError
 
-    def head(self, key: str) -> ObjectInfo:
+    def head(self, key: str, version: str | None = None) -> ObjectInfo:
         raise NotImplementedError
 
     def list(self, prefix: str = "", limit: int = 1000) -> list[ObjectInfo]:
@@ -96,7 +104,7 @@ class StorageBackend:
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
-    def copy(self, source_key: str, target_key: str) -> ObjectInfo:
+    def copy(self, source_key: str, target_key: str, version: str | None = None) -> ObjectInfo:
         raise NotImplementedError
 
     def direct_url(self, key: str) -> str | None:
@@ -104,7 +112,7 @@ class StorageBackend:
         return None
 
     @contextmanager
-    def local_path(self, key: str) -> Iterator[Path]:
+    def local_path(self, key: str, version: str | None = None) -> Iterator[Path]:
         """A local file with the object's bytes, for engines that read files."""
         raise NotImplementedError
         yield  # pragma: no cover

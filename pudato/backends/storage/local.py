@@ -1,4 +1,10 @@
-"""Local-folder storage: objects are files below one root folder."""
+"""Local-folder storage: objects are files below one root folder.
+
+A folder keeps no versions: an object's ``version`` is its content's sha256, and
+only the version still on disk can be read. Asked for another (an exact
+rerun of a job whose input was overwritten since), it raises
+:class:`~pudato.errors.VersionGone` and says that this backend keeps no versions.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +19,14 @@ from pathlib import Path
 
 from pudato import datasets
 from pudato.backends.storage import ObjectInfo, StorageBackend, check_key, check_prefix, sha256_of_file
-from pudato.errors import NotFound, UnsafeInput
+from pudato.errors import NotFound, UnsafeInput, VersionGone
 from pudato.protocol import DataReference
 from pudato.settings import Settings
 
 
 class LocalStorage(StorageBackend):
     kind = "local"
+    keeps_versions = False
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -44,18 +51,28 @@ class LocalStorage(StorageBackend):
         self._replace(target, lambda tmp: Path(tmp).write_bytes(data))
         return self.head(key)
 
-    def get_bytes(self, key: str) -> bytes:
-        return self._existing(key).read_bytes()
+    def get_bytes(self, key: str, version: str | None = None) -> bytes:
+        return self._existing(key, version).read_bytes()
 
-    def head(self, key: str) -> ObjectInfo:
-        path = self._existing(key)
+    def head(self, key: str, version: str | None = None) -> ObjectInfo:
+        info = self._head(self._existing(key), key)
+        if version is not None and info.version != version:
+            raise VersionGone(
+                f"{self._path(key)} is no longer at version {version} (it is now {info.version}): the local "
+                "storage backend keeps no versions, so an overwritten object cannot be read as recorded. "
+                "Rerun with --latest-data to read it as it is now",
+                dataset=f"file://{self._path(key)}", version=version,
+            )
+        return info
+
+    def _head(self, path: Path, key: str) -> ObjectInfo:
         stat = path.stat()
         digest = sha256_of_file(path)
         return ObjectInfo(
             key=key,
             size=stat.st_size,
             etag=hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest(),
-            version=str(stat.st_mtime_ns),
+            version=digest,  # no versions kept: the content names the one there is
             sha256=digest,
             last_modified=datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
         )
@@ -81,12 +98,12 @@ class LocalStorage(StorageBackend):
     def delete(self, key: str) -> None:
         self._existing(key).unlink()
 
-    def copy(self, source_key: str, target_key: str) -> ObjectInfo:
-        return self.put_file(target_key, self._existing(source_key))
+    def copy(self, source_key: str, target_key: str, version: str | None = None) -> ObjectInfo:
+        return self.put_file(target_key, self._existing(source_key, version))
 
     @contextmanager
-    def local_path(self, key: str) -> Iterator[Path]:
-        yield self._existing(key)
+    def local_path(self, key: str, version: str | None = None) -> Iterator[Path]:
+        yield self._existing(key, version)
 
     def _path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()
@@ -94,10 +111,15 @@ class LocalStorage(StorageBackend):
             raise UnsafeInput(f"object key {key!r} resolves outside the storage root", key=key)
         return path
 
-    def _existing(self, key: str) -> Path:
+    def _existing(self, key: str, version: str | None = None) -> Path:
         path = self._path(key)
         if not path.is_file():
+            if version is not None:
+                raise VersionGone(f"{path} version {version} is gone: the object was deleted, and the local "
+                                  "storage backend keeps no versions", dataset=f"file://{path}", version=version)
             raise NotFound(f"object {key!r} does not exist in {self.root}", key=key)
+        if version is not None:
+            self.head(key, version)
         return path
 
     @staticmethod

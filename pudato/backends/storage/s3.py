@@ -11,15 +11,18 @@ from typing import Any
 
 from pudato import aws, datasets
 from pudato.backends.storage import ObjectInfo, StorageBackend, check_key, check_prefix, sha256_of_file
-from pudato.errors import BackendUnavailable, NotFound, TerminalError
+from pudato.errors import BackendUnavailable, NotFound, TerminalError, VersionGone
 from pudato.protocol import DataReference
 from pudato.settings import Settings
 
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+# What S3 answers for a version that was deleted, expired, or is now a delete marker.
+_VERSION_GONE = _MISSING | {"NoSuchVersion", "InvalidArgument", "400", "405", "MethodNotAllowed"}
 
 
 class S3Storage(StorageBackend):
     kind = "s3"
+    keeps_versions = True  # the platform bucket is versioned (pudato infra up, infra/)
 
     def __init__(self, bucket: str, client: Any) -> None:
         self.bucket = bucket
@@ -57,15 +60,15 @@ class S3Storage(StorageBackend):
             )
         return self.head(key)
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, version: str | None = None) -> bytes:
         check_key(key)
-        with self._errors(key):
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        with self._errors(key, version):
+            return self.client.get_object(Bucket=self.bucket, Key=key, **_version(version))["Body"].read()
 
-    def head(self, key: str) -> ObjectInfo:
+    def head(self, key: str, version: str | None = None) -> ObjectInfo:
         check_key(key)
-        with self._errors(key):
-            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        with self._errors(key, version):
+            response = self.client.head_object(Bucket=self.bucket, Key=key, **_version(version))
         return ObjectInfo(
             key=key,
             size=response["ContentLength"],
@@ -100,14 +103,14 @@ class S3Storage(StorageBackend):
         with self._errors(key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def copy(self, source_key: str, target_key: str) -> ObjectInfo:
-        source = self.head(source_key)
+    def copy(self, source_key: str, target_key: str, version: str | None = None) -> ObjectInfo:
+        source = self.head(source_key, version)
         check_key(target_key)
-        with self._errors(source_key):
+        with self._errors(source_key, version):
             self.client.copy_object(
                 Bucket=self.bucket,
                 Key=target_key,
-                CopySource={"Bucket": self.bucket, "Key": source_key},
+                CopySource={"Bucket": self.bucket, "Key": source_key, **_version(version)},
                 Metadata={"sha256": source.sha256} if source.sha256 else {},
                 MetadataDirective="REPLACE",
             )
@@ -117,23 +120,30 @@ class S3Storage(StorageBackend):
         return f"s3://{self.bucket}/{check_key(key)}"
 
     @contextmanager
-    def local_path(self, key: str) -> Iterator[Path]:
+    def local_path(self, key: str, version: str | None = None) -> Iterator[Path]:
         check_key(key)
         suffix = "".join(Path(key).suffixes[-2:])
         with tempfile.TemporaryDirectory(prefix="pudato-s3-") as folder:
             target = Path(folder) / f"object{suffix}"
-            with self._errors(key):
-                self.client.download_file(self.bucket, key, str(target))
+            with self._errors(key, version):
+                self.client.download_file(self.bucket, key, str(target), ExtraArgs=_version(version) or None)
             yield target
 
     @contextmanager
-    def _errors(self, key: str) -> Iterator[None]:
+    def _errors(self, key: str, version: str | None = None) -> Iterator[None]:
         from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
         try:
             yield
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
+            if version is not None and code in _VERSION_GONE:
+                raise VersionGone(
+                    f"s3://{self.bucket}/{key} version {version} is gone (deleted, expired, or a delete "
+                    f"marker; S3 said {code}): it cannot be read as recorded. Rerun with --latest-data to read "
+                    "the object as it is now",
+                    dataset=f"s3://{self.bucket}/{key}", version=version,
+                ) from None
             if code in _MISSING:
                 raise NotFound(
                     f"object s3://{self.bucket}/{key} does not exist", bucket=self.bucket, key=key
@@ -145,3 +155,7 @@ class S3Storage(StorageBackend):
             raise BackendUnavailable(f"cannot reach S3: {exc}", key=key) from None
         except BotoCoreError as exc:
             raise BackendUnavailable(f"S3 request failed: {exc}", key=key) from None
+
+
+def _version(version: str | None) -> dict[str, str]:
+    return {"VersionId": version} if version is not None else {}

@@ -230,6 +230,15 @@ class WarehouseBackend:
         """The dbt-duckdb profile target that builds models in this warehouse."""
         raise NotImplementedError
 
+    def dbt_attachment_at(self, snapshot: int) -> dict[str, Any]:
+        """A dbt-duckdb ``attach`` entry for the warehouse as it was at ``snapshot``, read-only, under
+        the alias ``attachment["alias"]``: dbt sources pointed at it read their recorded version."""
+        raise ConfigurationError(
+            f"the {self.kind} warehouse keeps no versions, so dbt cannot read it at snapshot {snapshot}; "
+            "use PUDATO_WAREHOUSE__BACKEND=ducklake",
+            backend=self.kind,
+        )
+
     def release(self) -> None:
         """Let go of anything held between operations (nothing, by default)."""
 

@@ -290,6 +290,14 @@ class DuckLakeWarehouse(DuckDBEngine):
             target["secrets"] = [_dbt_secret(self.aws)]
         return target
 
+    def dbt_attachment_at(self, snapshot: int) -> dict[str, Any]:
+        return {
+            "path": self.catalog.attach_path(),
+            "alias": f"{ALIAS}_at_{int(snapshot)}",
+            "read_only": True,
+            "options": {"data_path": self.data_path, "snapshot_version": int(snapshot)},
+        }
+
 
 def _dbt_secret(aws: Any) -> dict[str, Any]:
     from urllib.parse import urlparse
