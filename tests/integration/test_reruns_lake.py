@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pudato import jobs, local, pipelines
+from pudato import devstack, jobs, pipelines
 from pudato.backends.warehouse import warehouse_backend
 from pudato.backends.warehouse.ducklake import ensure_catalog
 from pudato.errors import VersionGone
@@ -71,19 +71,19 @@ def lake(stack, tmp_path_factory: pytest.TempPathFactory):
     os.environ.update(extra)
     reset_settings()
     for handler in LAKE_HANDLERS:
-        local.stop(stack.workers[handler])
+        devstack.stop(stack.workers[handler])
     try:
         ensure_catalog(Settings(_env_file=None))
-        with local.workers(env, handlers=LAKE_HANDLERS, log_dir=state / "logs", cwd=REPO) as started:
+        with devstack.workers(env, handlers=LAKE_HANDLERS, log_dir=state / "logs", cwd=REPO) as started:
             yield type(stack)(env, stack.endpoint, stack.postgres, {**stack.workers, **started}, state)
     finally:
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
         reset_settings()
         for handler in LAKE_HANDLERS:
-            stack.workers[handler] = local.start_worker(handler, stack.env, log_dir=stack.state / "logs", cwd=REPO)
+            stack.workers[handler] = devstack.start_worker(handler, stack.env, log_dir=stack.state / "logs", cwd=REPO)
         for handler in LAKE_HANDLERS:
-            local.wait_for_worker(stack.workers[handler], handler)
+            devstack.wait_for_worker(stack.workers[handler], handler)
 
 
 def _git(repo: Path, *args: str) -> str:
