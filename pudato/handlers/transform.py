@@ -28,14 +28,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
-import random
 import re
 import shlex
-import tempfile
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,12 +43,23 @@ from pydantic import Field
 
 from pudato import datasets
 from pudato.backends.logic import Checkout, LogicRepository, is_sha, logic_backend
+from pudato.backends.transform import (
+    DbtInvocation,
+    DbtResult,
+    TransformFailed,
+    TransformRunner,
+    lock_conflict,
+    transform_runner,
+)
+from pudato.backends.transform import pins as dbt_pins
+from pudato.backends.transform.policy import check_checkout, redact
 from pudato.backends.warehouse import WarehouseBackend, warehouse_backend
-from pudato.errors import BackendUnavailable, InvalidCommand, TerminalError, UnsafeInput
-from pudato.handlers import dbt_pins
+from pudato.errors import BackendUnavailable, InvalidCommand, PudatoError, TerminalError, UnsafeInput
 from pudato.handlers.base import Handler, Payload, action
 from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outcome, utcnow
 from pudato.settings import Settings, get_settings
+
+__all__ = ["TransformFailed", "TransformHandler", "TransformPayload"]
 
 _SELECTOR = re.compile(r"^[A-Za-z0-9_.:+*@/,=-]+$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -66,23 +72,7 @@ RAN_STATUSES = {"success", "pass", "fail", "warn"}
 RELATIONAL = {"model", "seed", "snapshot"}
 BUILDING_ACTIONS = {"build", "run", "seed"}
 DEFAULT_TARGET = "pudato"
-# DuckDB's words for "another process holds the warehouse" (a file) or "committed first" (the lake):
-# worth a retry, not a failure.
-_LOCK_CONFLICTS = (
-    "Could not set lock on file", "Conflicting lock is held", "Transaction conflict",
-    "Failed to commit DuckLake transaction",
-)  # fmt: skip
 _PARSE_JOB_ID = "parse"
-_MANIFEST_CACHE_SIZE = 8
-
-# dbt keeps global state (flags, adapters, the working directory): one invocation at a time.
-_DBT_LOCK = threading.Lock()
-_MANIFESTS: OrderedDict[tuple[str, ...], Any] = OrderedDict()
-_PROFILES: dict[int, Path] = {}
-
-
-class TransformFailed(TerminalError):
-    """dbt ran and reported failure: a node errored, a test failed, or dbt itself stopped."""
 
 
 class TransformPayload(Payload):
@@ -117,11 +107,14 @@ class TransformHandler(Handler):
         settings: Settings | None = None,
         logic: LogicRepository | None = None,
         warehouse: WarehouseBackend | None = None,
+        runner: TransformRunner | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.logic = logic or logic_backend(self.settings)
         self.work_root = self.settings.logic.cache_dir.resolve() / "work"
         self.warehouse = warehouse or warehouse_backend(self.settings)
+        self.runner = runner or transform_runner(self.settings)
+        self.secrets = self.settings.secret_values()
 
     @action("build", TransformPayload)
     def build(self, payload: TransformPayload, command: Command) -> Outcome:
@@ -157,9 +150,22 @@ class TransformHandler(Handler):
         target = payload.target or DEFAULT_TARGET
         work = self.work_root / checkout.sha
         work.mkdir(parents=True, exist_ok=True)
-        with _DBT_LOCK, _file_lock(work / ".lock"):
-            run = _Run(self, verb, payload, command, checkout, profile, target, work)
-            return run.execute()
+        try:
+            with _file_lock(work / ".lock"):
+                outcome = _Run(self, verb, payload, command, checkout, profile, target, work).execute()
+        except PudatoError as exc:
+            # What the step recorded and what its error says are stored and sent on: never a secret.
+            exc.message = redact(exc.message, self.secrets)
+            exc.args = (exc.message,)
+            if isinstance(exc.outcome, Outcome):
+                exc.outcome = self._redacted(exc.outcome)
+            raise
+        return self._redacted(outcome)
+
+    def _redacted(self, outcome: Outcome) -> Outcome:
+        if not self.secrets:
+            return outcome
+        return Outcome.model_validate(redact(outcome.model_dump(mode="json"), self.secrets))
 
     def _pin(self, payload: TransformPayload, command: Command) -> tuple[str, str]:
         """The repository and full SHA to run: the command's pin, else the payload's ref resolved now."""
@@ -196,35 +202,31 @@ class _Run:
         work: Path,
     ) -> None:
         self.verb, self.payload, self.command, self.checkout = verb, payload, command, checkout
-        self.warehouse, self.lock_timeout_s = handler.warehouse, handler.settings.warehouse.lock_timeout_s
+        self.handler, self.warehouse = handler, handler.warehouse
         self.profile, self.target, self.work = profile, target, work
         self.target_path, self.log_path = work / "target", work / "logs"
-        # An exact rerun reads its lake inputs at their recorded snapshots (pudato.handlers.dbt_pins).
+        # An exact rerun reads its lake inputs at their recorded snapshots (pudato.backends.transform.pins).
         self.pins = dbt_pins.table_pins(command, self.warehouse)
         dbt_pins.check(self.warehouse, self.pins)
         self.attached = dbt_pins.attachments(self.warehouse, self.pins)
-        output = dbt_pins.with_attachments(self.warehouse.dbt_target(), self.attached)
-        self.profiles_dir = _profiles_dir(profile, target, output)
+        self.output = dbt_pins.with_attachments(self.warehouse.dbt_target(), self.attached)
 
     def execute(self) -> Outcome:
         deps_lock = self._deps_if_needed()
+        check_checkout(self.checkout.path, self.checkout.sha)
         if self.verb == "deps":
-            # Packages were reinstalled: parse again rather than trust a manifest of the old ones.
-            for key in [key for key in _MANIFESTS if key[0] == self.checkout.sha]:
-                del _MANIFESTS[key]
             return self._deps_outcome(deps_lock)
-        manifest = self._manifest()
-        args = [self.verb, *self._common_args(self.command.job_id or "adhoc"), *self._selection()]
+        args = [*self._common_args(self.command.job_id or "adhoc"), *self._selection()]
         started_at, clock = utcnow(), time.perf_counter()
         before = self.warehouse.current_snapshot()
-        with dbt_pins.pinned_manifest(manifest, self.pins, self.attached):
-            result, results = self._invoke_waiting_for_warehouse(args, manifest)
+        invocation = self._invocation(self.verb, args, with_manifest=True)
+        result = self.handler.runner.invoke_waiting(invocation, self.handler.settings.warehouse.lock_timeout_s)
         duration_ms = (time.perf_counter() - clock) * 1000
         graph = _graph(_read_json(self.target_path / "manifest.json"))
-        outcome = self._outcome(results, graph, args, started_at, duration_ms)
+        outcome = self._outcome(result.results, graph, [self.verb, *args], started_at, duration_ms)
         outcome = _with_versions(outcome, self.warehouse, before, self.pins)
-        self._raise_on_failure(result, results, outcome)
-        if not results and (self.payload.select or self.payload.exclude):
+        self._raise_on_failure(result, outcome)
+        if not result.results and (self.payload.select or self.payload.exclude):
             raise InvalidCommand(
                 f"selector {' '.join(self.payload.select) or '(all)'}"
                 + (f" excluding {' '.join(self.payload.exclude)}" if self.payload.exclude else "")
@@ -234,24 +236,20 @@ class _Run:
             )
         return outcome
 
-    def _invoke_waiting_for_warehouse(self, args: list[str], manifest: Any) -> tuple[Any, list[dict[str, Any]]]:
-        """Invoke dbt; while another process holds the warehouse and nothing ran yet, wait and retry.
-
-        Like the other warehouse users, a lock is waited out (jittered backoff, up to
-        ``warehouse.lock_timeout_s``) before it becomes BackendUnavailable.
-        """
-        results_file = self.target_path / "run_results.json"
-        deadline, delay = time.monotonic() + self.lock_timeout_s, 0.05
-        while True:
-            results_file.unlink(missing_ok=True)  # a failed invocation must not leave us an older run's results
-            result = _invoke(args, manifest)
-            results = _read_json(results_file).get("results", []) if results_file.is_file() else []
-            blocked = _lock_conflict(str(result.exception or "")) and not results
-            remaining = deadline - time.monotonic()
-            if not blocked or remaining <= 0:
-                return result, results
-            time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
-            delay = min(delay * 2, 2.0)
+    def _invocation(self, verb: str, args: list[str], with_manifest: bool) -> DbtInvocation:
+        settings = self.handler.settings.transform
+        # The job id is left out of the manifest's key, and parsed as a placeholder: it only
+        # matters when SQL is compiled, which happens at run time with the step's vars.
+        key = json.dumps([str(self.checkout.path), self.profile, self.target, self.warehouse.namespace,
+                          self.payload.vars], sort_keys=True, default=str)  # fmt: skip
+        return DbtInvocation(
+            command=verb, args=args, sha=self.checkout.sha, profile=self.profile, target=self.target,
+            output=self.output, project_dir=str(self.checkout.path),
+            target_path=str(self.target_path) if with_manifest else None,
+            parse_args=self._common_args(_PARSE_JOB_ID) if with_manifest else None, manifest_key=key,
+            pins=self.pins, attached=self.attached,
+            allow_python_models=settings.allow_python_models, allow_hooks=settings.allow_hooks,
+        )  # fmt: skip
 
     # -- dbt arguments ----------------------------------------------------------------
 
@@ -259,7 +257,6 @@ class _Run:
         dbt_vars = {**self.payload.vars, "pudato_logic_version": self.checkout.sha, "pudato_job_id": job_id}
         args = [
             "--project-dir", str(self.checkout.path),
-            "--profiles-dir", str(self.profiles_dir),
             "--profile", self.profile,
             "--target", self.target,
             "--log-path", str(self.log_path),
@@ -280,31 +277,6 @@ class _Run:
             args.append("--full-refresh")
         return args
 
-    def _manifest(self) -> Any:
-        """The parsed manifest for this commit, parsed once per process.
-
-        The job id is left out of the key, and parsed as a placeholder: it only
-        matters when SQL is compiled, which happens at run time with the step's vars.
-        """
-        key = (
-            self.checkout.sha, str(self.checkout.path), self.profile, self.target, self.warehouse.namespace,
-            json.dumps(self.payload.vars, sort_keys=True, default=str),
-        )  # fmt: skip
-        if key in _MANIFESTS:
-            _MANIFESTS.move_to_end(key)
-            return _MANIFESTS[key]
-        result = _invoke(["parse", *self._common_args(_PARSE_JOB_ID)], None)
-        if not result.success or result.exception is not None:
-            raise TransformFailed(
-                f"dbt could not parse the project at {self.checkout.sha[:12]}: "
-                f"{_short(str(result.exception or 'parse failed'))}",
-                logic_version=self.checkout.sha,
-            )
-        _MANIFESTS[key] = result.result
-        while len(_MANIFESTS) > _MANIFEST_CACHE_SIZE:
-            _MANIFESTS.popitem(last=False)
-        return result.result
-
     # -- packages ---------------------------------------------------------------------
 
     def _deps_if_needed(self) -> str | None:
@@ -312,11 +284,11 @@ class _Run:
         project = self.checkout.path
         install_path = project / str(_project_yaml(project).get("packages-install-path") or "dbt_packages")
         if self.verb == "deps" or (_declares_packages(project) and not install_path.is_dir()):
-            args = ["deps", *self._common_args(self.command.job_id or "adhoc", with_target_path=False)]
-            result = _invoke(args, None)
+            args = self._common_args(self.command.job_id or "adhoc", with_target_path=False)
+            result = self.handler.runner.invoke(self._invocation("deps", args, with_manifest=False))
             if not result.success:
                 raise TransformFailed(
-                    f"dbt deps failed at {self.checkout.sha[:12]}: {_short(str(result.exception or 'see dbt log'))}",
+                    f"dbt deps failed at {self.checkout.sha[:12]}: {_short(result.error or 'see dbt log')}",
                     logic_version=self.checkout.sha,
                 )
         lock = project / "package-lock.yml"
@@ -396,84 +368,29 @@ class _Run:
         lock = self.checkout.path / "package-lock.yml"
         return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
 
-    def _raise_on_failure(self, result: Any, results: list[dict[str, Any]], outcome: Outcome) -> None:
-        failing = [item for item in results if item.get("status") in FAILED_STATUSES]
-        if result.success and result.exception is None and not failing:
+    def _raise_on_failure(self, result: DbtResult, outcome: Outcome) -> None:
+        failing = [item for item in result.results if item.get("status") in FAILED_STATUSES]
+        if result.success and not failing:
             return
         if failing:
             detail = "; ".join(
                 f"{item['unique_id']} ({item['status']}): {_short(item.get('message'), 300)}" for item in failing[:10]
             )
         else:
-            detail = _short(str(result.exception or "dbt reported failure without a node result"))
+            detail = _short(result.error or "dbt reported failure without a node result") or ""
         message = f"dbt {self.verb} failed at {self.checkout.sha[:12]}: {detail}"
         details = {"failing": [item["unique_id"] for item in failing], "logic_version": self.checkout.sha}
         error: TerminalError | BackendUnavailable
-        if _lock_conflict(message):
+        if lock_conflict(message):
             error = BackendUnavailable(
-                f"warehouse {self.warehouse.namespace} is locked by another process, or another writer committed first: {message}",
+                f"warehouse {self.warehouse.namespace} is locked by another process, "
+                f"or another writer committed first: {message}",
                 **details,
             )
         else:
             error = TransformFailed(message, **details)
         error.outcome = outcome
         raise error
-
-
-# -- dbt in-process -------------------------------------------------------------------
-
-
-def _invoke(args: list[str], manifest: Any) -> Any:
-    from dbt.cli.main import dbtRunner  # lazy: importing dbt costs about a second
-
-    cwd = os.getcwd()
-    try:
-        return dbtRunner(manifest=manifest).invoke(args)
-    finally:
-        # dbt changes directory into the project; other handlers in this process use relative paths.
-        os.chdir(cwd)
-        _release_warehouse()
-
-
-def _lock_conflict(message: str) -> bool:
-    return any(conflict in message for conflict in _LOCK_CONFLICTS)
-
-
-def _release_warehouse() -> None:
-    """Close the DuckDB instance dbt-duckdb keeps open after a run.
-
-    dbt closes its connections when an invocation ends, but dbt-duckdb keeps the
-    database itself (and DuckDB's file lock) for the life of the process, so the
-    table and query workers in other processes could not open the warehouse.
-    dbt-duckdb has no public call that closes it; its environment is private.
-    """
-    try:
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-    except ImportError:  # pragma: no cover - dbt-duckdb is a dependency
-        return
-    with DuckDBConnectionManager._LOCK:
-        environment = DuckDBConnectionManager._ENV
-        DuckDBConnectionManager._ENV = None
-    if environment is not None:
-        environment.close()
-
-
-def _profiles_dir(profile: str, target: str, output: dict[str, Any]) -> Path:
-    """This process's profiles directory, holding the one profile the platform decides.
-
-    The target may hold secrets (the lake's catalog password, the S3 key): the folder
-    is private to this user (mkdtemp) and the file readable by its owner only.
-    """
-    folder = _PROFILES.get(os.getpid())
-    if folder is None or not folder.is_dir():
-        folder = Path(tempfile.mkdtemp(prefix=f"pudato-dbt-profiles-{os.getpid()}-"))
-        _PROFILES[os.getpid()] = folder
-    text = yaml.safe_dump({profile: {"target": target, "outputs": {target: output}}}, sort_keys=True)
-    path = folder / "profiles.yml"
-    if not path.is_file() or path.read_text() != text:
-        path.touch(mode=0o600)
-        path.write_text(text)
-    return folder
 
 
 def _with_versions(

@@ -15,7 +15,7 @@ import pytest
 from pudato import datasets
 from pudato.backends.logic.git import GitLogicRepository
 from pudato.demo import load_releases, make_logic_repo
-from pudato.handlers import transform
+from pudato.backends.transform import DbtInvocation, DbtResult
 from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command, Result
 from pudato.settings import LogicSettings, Settings, WarehouseSettings
@@ -179,14 +179,21 @@ def test_a_locked_warehouse_is_waited_for_then_transient(env: dict[str, Any]) ->
 
 def test_vars_reach_models_when_the_manifest_is_reused(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     _ok(_step(env, env["A"], job="warm-up"))
-    calls: list[str] = []
-    real_invoke = transform._invoke
-    monkeypatch.setattr(transform, "_invoke", lambda args, mf: calls.append(args[0]) or real_invoke(args, mf))
+    calls: list[tuple[str, bool]] = []
+    runner = env["handler"].runner
+    real_invoke = runner.invoke
+
+    def counting(invocation: DbtInvocation) -> DbtResult:
+        result = real_invoke(invocation)
+        calls.append((invocation.command, result.parsed))
+        return result
+
+    monkeypatch.setattr(runner, "invoke", counting)
     for job in ("job-1", "job-2"):
         _ok(_step(env, env["A"], job=job))
         assert _query(env["warehouse"], "select _pudato_job_id from fct_totals") == [(job,)]
         assert _query(env["warehouse"], "select distinct _pudato_job_id from stg_orders") == [(job,)]
-    assert calls == ["build", "build"]  # no second parse: the manifest was reused
+    assert calls == [("build", False), ("build", False)]  # no second parse: the manifest was reused
 
 
 def test_payload_vars_cannot_override_the_version_columns(env: dict[str, Any]) -> None:

@@ -1,0 +1,54 @@
+"""The sandbox's child process: ``python -m pudato.backends.transform.child``.
+
+It reads one JSON request a line on stdin and answers one JSON line on the
+descriptor stdout had when it started; anything dbt prints goes to stderr. A
+request is ``{"invocation": DbtInvocation}``; an answer is
+``{"result": DbtResult}`` or ``{"error": {"type", "message", "details"}}``. The
+process ends when stdin closes (the worker stopped, or recycled it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pudato.backends.transform import SANDBOX_PREFIX, DbtInvocation
+from pudato.backends.transform.engine import DbtEngine
+from pudato.errors import PudatoError
+
+
+def serve() -> None:
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # dbt (and anything a model prints) must never write into the answers
+    sys.stdout = sys.stderr
+    engine = DbtEngine(temp_root=Path(tempfile.gettempdir()))  # the private folder the worker made
+    try:
+        for line in sys.stdin:
+            answers.write(json.dumps(_answer(engine, line), default=str) + "\n")
+            answers.flush()
+    finally:
+        engine.close()
+        folder = Path(tempfile.gettempdir())
+        if folder.name.startswith(SANDBOX_PREFIX):  # the worker is gone: nobody else will remove it
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _answer(engine: DbtEngine, line: str) -> dict[str, Any]:
+    try:
+        invocation = DbtInvocation.from_json(json.loads(line)["invocation"])
+        return {"result": asdict(engine.invoke(invocation))}
+    except PudatoError as exc:
+        return {"error": {"type": type(exc).__name__, "message": exc.message, "details": exc.details}}
+    except Exception as exc:  # the worker gets it as a failed step; the child lives on
+        return {"error": {"type": "TransformFailed", "message": f"dbt failed: {type(exc).__name__}: {exc}",
+                          "details": {}}}  # fmt: skip
+
+
+if __name__ == "__main__":
+    serve()
