@@ -278,8 +278,7 @@ def get_settings() -> Settings:
         first = exc.errors()[0]
         field = "__".join(str(part) for part in first["loc"])
         raise ConfigurationError(
-            f"setting PUDATO_{field.upper()} is invalid: {first['msg']} "
-            "(read from the environment and .env)",
+            f"setting PUDATO_{field.upper()} is invalid: {first['msg']} (read from the environment and .env)",
             field=field,
         ) from None
 

@@ -89,7 +89,8 @@ class GitLogicRepository(LogicRepository):
             "GIT_TERMINAL_PROMPT": "0",
             # Local paths travel as git's "file" protocol, so they need it on the list too.
             "GIT_ALLOW_PROTOCOL": ":".join(sorted(protocols)),
-            "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND") or (
+            "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND")
+            or (
                 f"ssh -o BatchMode=yes -o ConnectTimeout={int(connect_timeout_s)} "
                 f"-o ServerAliveInterval={max(1, low_speed_time_s // 3)} -o ServerAliveCountMax=3"
             ),

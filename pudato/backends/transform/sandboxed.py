@@ -165,8 +165,9 @@ class SandboxedRunner(TransformRunner):
             cls = _ERRORS.get(str(error.get("type")), TransformFailed)
             raise cls(str(error.get("message")), **(error.get("details") or {}))
         result = answer["result"]
-        return DbtResult(bool(result["success"]), result.get("error"), result.get("results") or [],
-                         bool(result.get("parsed")))
+        return DbtResult(
+            bool(result["success"]), result.get("error"), result.get("results") or [], bool(result.get("parsed"))
+        )
 
     @property
     def child_pid(self) -> int | None:
