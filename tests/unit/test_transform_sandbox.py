@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from pydantic import SecretStr
 import pytest
+from pydantic import SecretStr
 
 from pudato.backends.transform import SANDBOX_PREFIX
 from pudato.backends.transform.inprocess import InProcessRunner
