@@ -1,44 +1,34 @@
-"""The transform handler: dbt, in-process, on one commit of the analysts' logic repository.
+"""The transform handler: dbt on one commit of the analysts' logic repository.
 
 A step names the repository and the commit (``Command.logic_repo`` and
 ``Command.logic_version``); an ad-hoc step may give ``repo`` and ``ref`` in its
 payload instead, resolved when it runs. The handler checks the commit out (one
-clean directory per SHA, see :mod:`pudato.backends.logic`) and runs dbt there
-with ``dbtRunner``, never as a subprocess:
+clean directory per SHA, see :mod:`pudato.backends.logic`), decides the dbt
+command and the profile (the warehouse's :meth:`WarehouseBackend.dbt_target`,
+never the analysts' ``profiles.yml``), and hands both to a transform runner
+(:mod:`pudato.backends.transform`: sandboxed by default), which keeps the parsed
+manifest per commit. ``target/`` and ``logs/`` live in a per-SHA work directory
+outside the checkout. Every row a model writes carries ``_pudato_logic_version``
+and ``_pudato_job_id`` through the dbt vars of the same names.
 
-* the platform writes the profile: the analysts' ``profiles.yml`` is ignored,
-  and the warehouse is always the configured backend's (a DuckDB file, or the
-  lake attached by an in-memory DuckDB: :meth:`WarehouseBackend.dbt_target`);
-* ``target/`` and ``logs/`` live in a per-SHA work directory outside the checkout;
-* the parsed manifest is kept per SHA in the process (a commit never changes),
-  so only the first step on a commit pays for parsing;
-* every row a model writes carries ``_pudato_logic_version`` (the checkout's
-  SHA) and ``_pudato_job_id`` through the dbt vars of the same names.
-
-Lineage comes from dbt's artifacts: ``manifest.json`` for the graph, and
-``run_results.json`` for what ran. Outputs are the relations built; inputs are
-the upstream relations (models and sources, named as the table handler names
-them) that this run did not build itself. Each carries its version (snapshot id,
-rows, schema fingerprint): inputs as they were when the run started, outputs as
-the run left them.
+Lineage comes from dbt's artifacts: outputs are the relations built; inputs are
+the upstream relations this run did not build itself, each with its version
+(inputs as they were when the run started, outputs as the run left them).
+Whatever is recorded has the platform's secrets redacted.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import re
 import shlex
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field
 
 from pudato import datasets
@@ -49,6 +39,7 @@ from pudato.backends.transform import (
     TransformFailed,
     TransformRunner,
     lock_conflict,
+    project,
     transform_runner,
 )
 from pudato.backends.transform import pins as dbt_pins
@@ -63,7 +54,6 @@ __all__ = ["TransformFailed", "TransformHandler", "TransformPayload"]
 
 _SELECTOR = re.compile(r"^[A-Za-z0-9_.:+*@/,=-]+$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_PROFILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 _TEXT_MAX = 10_000
 _MESSAGE_MAX = 2_000
 FAILED_STATUSES = {"error", "fail", "runtime error"}
@@ -146,12 +136,12 @@ class TransformHandler(Handler):
         _check_payload(verb, payload)
         repo, sha = self._pin(payload, command)
         checkout = self.logic.checkout(repo, sha)
-        profile = _profile_name(checkout, repo)
+        profile = project.profile_name(checkout, repo)
         target = payload.target or DEFAULT_TARGET
         work = self.work_root / checkout.sha
         work.mkdir(parents=True, exist_ok=True)
         try:
-            with _file_lock(work / ".lock"):
+            with project.work_lock(work / ".lock"):
                 outcome = _Run(self, verb, payload, command, checkout, profile, target, work).execute()
         except PudatoError as exc:
             # What the step recorded and what its error says are stored and sent on: never a secret.
@@ -255,35 +245,17 @@ class _Run:
 
     def _common_args(self, job_id: str, with_target_path: bool = True) -> list[str]:
         dbt_vars = {**self.payload.vars, "pudato_logic_version": self.checkout.sha, "pudato_job_id": job_id}
-        args = [
-            "--project-dir", str(self.checkout.path),
-            "--profile", self.profile,
-            "--target", self.target,
-            "--log-path", str(self.log_path),
-            "--vars", json.dumps(dbt_vars, sort_keys=True, default=str),
-            "--quiet", "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-version-check",
-        ]  # fmt: skip
-        if with_target_path:
-            args += ["--target-path", str(self.target_path), "--partial-parse"]
-        return args
+        target_path = self.target_path if with_target_path else None
+        return project.common_args(self.checkout.path, self.profile, self.target, self.log_path, dbt_vars, target_path)
 
     def _selection(self) -> list[str]:
-        args: list[str] = []
-        if self.payload.select:
-            args += ["--select", *self.payload.select]
-        if self.payload.exclude:
-            args += ["--exclude", *self.payload.exclude]
-        if self.payload.full_refresh:
-            args.append("--full-refresh")
-        return args
+        return project.selection(self.payload.select, self.payload.exclude, self.payload.full_refresh)
 
     # -- packages ---------------------------------------------------------------------
 
     def _deps_if_needed(self) -> str | None:
         """Install dbt packages if the project declares some and they are missing (or asked to)."""
-        project = self.checkout.path
-        install_path = project / str(_project_yaml(project).get("packages-install-path") or "dbt_packages")
-        if self.verb == "deps" or (_declares_packages(project) and not install_path.is_dir()):
+        if self.verb == "deps" or project.needs_deps(self.checkout.path):
             args = self._common_args(self.command.job_id or "adhoc", with_target_path=False)
             result = self.handler.runner.invoke(self._invocation("deps", args, with_manifest=False))
             if not result.success:
@@ -291,8 +263,7 @@ class _Run:
                     f"dbt deps failed at {self.checkout.sha[:12]}: {_short(result.error or 'see dbt log')}",
                     logic_version=self.checkout.sha,
                 )
-        lock = project / "package-lock.yml"
-        return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
+        return project.package_lock(self.checkout.path)
 
     def _deps_outcome(self, package_lock: str | None) -> Outcome:
         return Outcome(
@@ -365,8 +336,7 @@ class _Run:
         return shlex.join(["dbt", self.verb, *self._selection(), *target])
 
     def _package_lock(self) -> str | None:
-        lock = self.checkout.path / "package-lock.yml"
-        return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
+        return project.package_lock(self.checkout.path)
 
     def _raise_on_failure(self, result: DbtResult, outcome: Outcome) -> None:
         failing = [item for item in result.results if item.get("status") in FAILED_STATUSES]
@@ -407,17 +377,6 @@ def _with_versions(
     )
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    # Worker processes on the same commit share its work directory (target/, partial parse).
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # -- the project and its artifacts ----------------------------------------------------
 
 
@@ -433,40 +392,6 @@ def _check_payload(verb: str, payload: TransformPayload) -> None:
         raise UnsafeInput(f"target {payload.target[:80]!r} must be an identifier", target=payload.target[:80])
     if payload.full_refresh and verb not in BUILDING_ACTIONS:
         raise InvalidCommand(f"full_refresh applies to build, run and seed, not {verb}")
-
-
-def _project_yaml(project: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load((project / "dbt_project.yml").read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidCommand(f"cannot read {project / 'dbt_project.yml'}: {exc}") from None
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _profile_name(checkout: Checkout, repo: str) -> str:
-    if not (checkout.path / "dbt_project.yml").is_file():
-        raise InvalidCommand(
-            f"{repo} at {checkout.sha[:12]} is not a dbt project: no dbt_project.yml in {checkout.path}",
-            repo=repo,
-            logic_version=checkout.sha,
-        )
-    profile = str(_project_yaml(checkout.path).get("profile") or "pudato")
-    if not _PROFILE.match(profile):
-        raise InvalidCommand(f"dbt_project.yml names profile {profile[:80]!r}; Pudato needs a plain name")
-    return profile
-
-
-def _declares_packages(project: Path) -> bool:
-    for name in ("packages.yml", "dependencies.yml"):
-        path = project / name
-        if path.is_file():
-            try:
-                loaded = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError:
-                return True  # let dbt deps report the problem
-            if isinstance(loaded, dict) and loaded.get("packages"):
-                return True
-    return False
 
 
 def _read_json(path: Path) -> dict[str, Any]:
