@@ -118,6 +118,12 @@ class TransformSettings(_Section):
     allow_hooks: bool = False
     env_vars: list[str] = Field(default_factory=list)
     recycle_after: int = Field(default=200, ge=1)
+    # Credentials for dbt's builds only (least privilege): an S3 key allowed only the lake's data
+    # prefix, and a PostgreSQL role allowed only the lake's catalog database. Empty: the platform's.
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    catalog_user: str | None = None
+    catalog_password: SecretStr | None = None
 
 
 class CatalogSettings(_Section):

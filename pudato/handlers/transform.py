@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from pudato import datasets
 from pudato.backends.logic import Checkout, LogicRepository, is_sha, logic_backend
@@ -104,6 +104,10 @@ class TransformHandler(Handler):
         self.work_root = self.settings.logic.cache_dir.resolve() / "work"
         self.warehouse = warehouse or warehouse_backend(self.settings)
         self.runner = runner or transform_runner(self.settings)
+        build = self.settings.transform
+        self.build_warehouse = self.warehouse.for_build(
+            build.catalog_user, _secret(build.catalog_password), build.s3_access_key_id, _secret(build.s3_secret_access_key)
+        )
         self.secrets = self.settings.secret_values()
 
     @action("build", TransformPayload)
@@ -198,8 +202,9 @@ class _Run:
         # An exact rerun reads its lake inputs at their recorded snapshots (pudato.backends.transform.pins).
         self.pins = dbt_pins.table_pins(command, self.warehouse)
         dbt_pins.check(self.warehouse, self.pins)
-        self.attached = dbt_pins.attachments(self.warehouse, self.pins)
-        self.output = dbt_pins.with_attachments(self.warehouse.dbt_target(), self.attached)
+        # dbt connects with the build's credentials (PUDATO_TRANSFORM__CATALOG_USER, ...), if given.
+        self.attached = dbt_pins.attachments(handler.build_warehouse, self.pins)
+        self.output = dbt_pins.with_attachments(handler.build_warehouse.dbt_target(), self.attached)
 
     def execute(self) -> Outcome:
         deps_lock = self._deps_if_needed()
@@ -361,6 +366,10 @@ class _Run:
             error = TransformFailed(message, **details)
         error.outcome = outcome
         raise error
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def _with_versions(

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
+from pydantic import SecretStr
 
 from pudato import datasets
 from pudato.backends.warehouse import DEFAULT_SCHEMA, TableName, quote_identifier
@@ -281,6 +282,26 @@ class DuckLakeWarehouse(DuckDBEngine):
             )
 
     # -- dbt ---------------------------------------------------------------------------
+
+    def for_build(
+        self,
+        catalog_user: str | None = None,
+        catalog_password: str | None = None,
+        s3_key_id: str | None = None,
+        s3_secret: str | None = None,
+    ) -> DuckLakeWarehouse:
+        catalog = self.catalog
+        if catalog.kind == "postgres" and (catalog_user or catalog_password):
+            catalog = replace(catalog, user=catalog_user or catalog.user, password=catalog_password)
+        aws = self.aws
+        if aws is not None and s3_key_id and s3_secret:
+            aws = aws.model_copy(update={"access_key_id": s3_key_id, "secret_access_key": SecretStr(s3_secret)})
+        if catalog is self.catalog and aws is self.aws:
+            return self
+        return DuckLakeWarehouse(
+            catalog, self.data_path, extension_dir=self.extension_dir, aws=aws, lock_timeout_s=self.lock_timeout_s,
+            retry_initial_s=self.retry_initial_s, retry_max_s=self.retry_max_s,
+        )  # fmt: skip
 
     def dbt_target(self, schema: str = DEFAULT_SCHEMA) -> dict[str, Any]:
         """dbt-duckdb on the lake: an in-memory DuckDB that attaches the lake as its database.
