@@ -106,7 +106,10 @@ class TransformHandler(Handler):
         self.runner = runner or transform_runner(self.settings)
         build = self.settings.transform
         self.build_warehouse = self.warehouse.for_build(
-            build.catalog_user, _secret(build.catalog_password), build.s3_access_key_id, _secret(build.s3_secret_access_key)
+            build.catalog_user,
+            _secret(build.catalog_password),
+            build.s3_access_key_id,
+            _secret(build.s3_secret_access_key),
         )
         self.secrets = self.settings.secret_values()
 
