@@ -120,3 +120,35 @@ def test_etc_passwd_never_reaches_the_lake(stack, hostile):
     assert "disabled by configuration" in step["error"]["message"]
     assert "root:x:0:0" not in json.dumps(job, default=str)
     assert "hostile_passwd" not in _tables(stack)
+
+
+def _psql(stack, database: str, *statements: str) -> None:
+    import psycopg2
+
+    con = psycopg2.connect(host="127.0.0.1", port=stack.postgres["port"], user="postgres", dbname=database)
+    con.autocommit = True
+    with con.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+    con.close()
+
+
+def test_dbt_reaches_the_catalog_as_the_builds_own_role(stack, hostile):
+    from pudato.handlers.transform import TransformHandler
+    from pudato.protocol import Command
+    from pudato.settings import TransformSettings
+
+    _psql(stack, "postgres", "drop role if exists lake_builder", "create role lake_builder login")
+    settings = stack.settings().model_copy(update={"transform": TransformSettings(catalog_user="lake_builder")})
+    handler = TransformHandler(settings)
+    command = Command(handler="transform", action="build", logic_repo=hostile["url"], logic_version=hostile["leak"])
+    try:
+        refused = handler.execute(command)
+        assert refused.status == "failed"
+        assert "permission denied" in refused.error.message
+        _psql(stack, "pudato_lake", "grant usage, create on schema public to lake_builder",
+              "grant all on all tables in schema public to lake_builder")  # fmt: skip
+        built = handler.execute(command)
+        assert built.status == "succeeded", built.error
+    finally:
+        handler.runner.close()
