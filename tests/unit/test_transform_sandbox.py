@@ -10,8 +10,11 @@ the worker's environment and settings) shows in no table, record or log.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -261,3 +264,39 @@ def test_in_process_records_redact_the_secret(
     assert result.status == "succeeded", result.error
     assert CANARY not in result.model_dump_json()
     assert "[redacted]" in json.dumps(result.data["nodes"])
+
+
+def test_the_sandbox_is_recycled_and_replaced_when_it_dies(hostile: dict[str, Any], tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None,
+        warehouse=WarehouseSettings(path=tmp_path / "warehouse.duckdb"),
+        logic=LogicSettings(cache_dir=tmp_path / "cache"),
+    )
+    runner = SandboxedRunner(recycle_after=2)
+    handler = TransformHandler(settings, runner=runner)
+    try:
+        assert _build(handler, hostile, "env_default").status == "succeeded"
+        first = runner.child_pid
+        assert first is not None
+        assert _build(handler, hostile, "env_default").status == "succeeded"
+        assert runner.child_pid is None  # two invocations: recycled
+        assert _build(handler, hostile, "env_default").status == "succeeded"
+        second = runner.child_pid
+        assert second not in (None, first)
+        os.kill(second, signal.SIGKILL)  # between steps: the next step gets a new child
+        deadline = time.monotonic() + 30
+        while _alive(second) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        replaced = _build(handler, hostile, "env_default")
+        assert replaced.status == "succeeded", replaced.error
+        assert runner.child_pid not in (None, second)
+    finally:
+        runner.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return " Z" not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:3]
+    except OSError:
+        return False

@@ -3,7 +3,8 @@
 It reads one JSON request a line on stdin and answers one JSON line on the
 descriptor stdout had when it started; anything dbt prints goes to stderr. A
 request is ``{"invocation": DbtInvocation}``; an answer is
-``{"result": DbtResult}`` or ``{"error": {"type", "message", "details"}}``. The
+``{"result": DbtResult}`` or ``{"error": {"type", "message", "details"}}``.
+``{"ping": true}`` is answered ``{"pong": true}``. The
 process ends when stdin closes (the worker stopped, or recycled it).
 """
 
@@ -14,6 +15,8 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from pudato.errors import PudatoError
 
 
 def serve() -> None:
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # dbt (and anything a model prints) must never write into the answers
     sys.stdout = sys.stderr
@@ -39,9 +43,22 @@ def serve() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    """End at once if the worker is gone (SIGKILLed by a hard time limit, say), even mid-query."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    folder = Path(tempfile.gettempdir())
+    if folder.name.startswith(SANDBOX_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+    os._exit(1)
+
+
 def _answer(engine: DbtEngine, line: str) -> dict[str, Any]:
     try:
-        invocation = DbtInvocation.from_json(json.loads(line)["invocation"])
+        request = json.loads(line)
+        if request.get("ping"):
+            return {"pong": True}
+        invocation = DbtInvocation.from_json(request["invocation"])
         return {"result": asdict(engine.invoke(invocation))}
     except PudatoError as exc:
         return {"error": {"type": type(exc).__name__, "message": exc.message, "details": exc.details}}

@@ -64,6 +64,10 @@ _ERRORS: dict[str, type[errors.PudatoError]] = {
 }
 
 
+class _ChildGone(Exception):
+    """The child had died before it was sent the request: safe to send it to a new one."""
+
+
 class _Child:
     """One child process and its private folder."""
 
@@ -82,14 +86,11 @@ class _Child:
         self._finalizer = weakref.finalize(self, _stop, self.process, self.folder, self.stderr, self.pid)
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
-        stdin, stdout = self.process.stdin, self.process.stdout
-        assert stdin is not None and stdout is not None
-        try:
-            stdin.write((json.dumps(request, default=str) + "\n").encode())
-            stdin.flush()
-            line = stdout.readline()
-        except (BrokenPipeError, OSError):
-            line = b""
+        # A ping first: a child that died since the last step (and whose pipes a grandchild may
+        # still hold open) is found before it is sent work it might half do.
+        if self._send({"ping": True}) != {"pong": True}:
+            raise _ChildGone
+        line = self._send_line(request)
         self.invocations += 1
         if not line:
             code = self.process.wait(timeout=30)
@@ -99,6 +100,20 @@ class _Child:
             )
         answer: dict[str, Any] = json.loads(line)
         return answer
+
+    def _send(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        line = self._send_line(request)
+        return json.loads(line) if line else None
+
+    def _send_line(self, request: dict[str, Any]) -> bytes:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            stdin.write((json.dumps(request, default=str) + "\n").encode())
+            stdin.flush()
+            return stdout.readline()
+        except OSError:
+            return b""
 
     def stderr_tail(self) -> str:
         self.stderr.flush()
@@ -152,13 +167,11 @@ class SandboxedRunner(TransformRunner):
 
     def invoke(self, invocation: DbtInvocation) -> DbtResult:
         with self._lock:
-            child = self._ready_child()
             try:
-                answer = child.call({"invocation": self._locked_down(invocation, child.folder).to_json()})
-            except BaseException:
-                self._drop()
-                raise
-            if child.invocations >= self.recycle_after:
+                answer = self._call(invocation)
+            except _ChildGone:
+                answer = self._call(invocation)  # it died between steps: the step goes to a new one
+            if self._child is not None and self._child.invocations >= self.recycle_after:
                 self._drop()
         if "error" in answer:
             error = answer["error"]
@@ -168,6 +181,16 @@ class SandboxedRunner(TransformRunner):
         return DbtResult(
             bool(result["success"]), result.get("error"), result.get("results") or [], bool(result.get("parsed"))
         )
+
+    def _call(self, invocation: DbtInvocation) -> dict[str, Any]:
+        child = self._ready_child()
+        try:
+            return child.call({"invocation": self._locked_down(invocation, child.folder).to_json()})
+        except BaseException:
+            # Interrupted (a soft time limit) or the child died: it may be mid-query, so it goes now.
+            child.process.kill()
+            self._drop()
+            raise
 
     @property
     def child_pid(self) -> int | None:
