@@ -41,7 +41,7 @@ bench: $(STAMP)
 # The Procfile's commands (pudato, celery, python) come from the venv.
 stack: $(STAMP)
 	test -f .env || cp .env.example .env
-	PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start
+	PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/pudato local stack
 
 clean:
 	rm -rf $(VENV) .pudato

@@ -299,6 +299,16 @@ def local_aws(
     run_moto(port, state)
 
 
+@local_app.command("stack")
+def local_stack(
+    stop_wait: float = typer.Option(30.0, help="Seconds every process gets to stop on Ctrl-C before SIGKILL."),
+) -> None:
+    """Run the Procfile (honcho start), giving each process STOP_WAIT seconds to stop cleanly."""
+    from pudato.devstack.processes import run_procfile
+
+    raise typer.Exit(run_procfile(stop_wait))
+
+
 @local_app.command("wait")
 def local_wait(
     services: bool = typer.Option(False, "--services", help="Only wait until moto and the database answer."),

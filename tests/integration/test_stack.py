@@ -56,13 +56,13 @@ def root() -> Iterator[Path]:
 
 
 class Honcho:
-    """`honcho start` in its own session, its output collected line by line."""
+    """`pudato local stack` (honcho start, as `make stack` runs it) in its own session, its output collected."""
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.lines: list[str] = []
         self.log = open(root / "honcho.log", "a")  # noqa: SIM115  (closed in stop)
         self.process = subprocess.Popen(
-            [str(BIN / "honcho"), "start"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [str(BIN / "pudato"), "local", "stack"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -217,8 +217,8 @@ def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) 
     cold_stop = honcho.interrupt()
     output = honcho.output()
     assert cold_stop < 30
-    # Not "no SIGKILL": honcho kills what is still there after 5 s, and a busy machine may need longer.
-    # What must hold is that the services that keep state stopped cleanly.
+    # `pudato local stack` gives every process 30 s (honcho alone: 5) to stop, so even on a busy
+    # machine the services that keep state stop cleanly.
     assert "postgres stopped" in output, output[-6000:]
     assert "saved moto's state" in output, output[-6000:]
     assert _processes_in(root) == []
