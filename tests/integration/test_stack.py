@@ -6,6 +6,7 @@ Procfile under honcho in a temp folder, on free ports, and moto alone for its st
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +37,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's: honcho, pudato, celery
+FLOWER_LOGIN = "admin:stack-test-login"
 SUBMIT = """
 from workers.storage import execute
 result = execute.delay(command={"action": "put", "payload": {"key": "a.txt", "content": "x"}})
@@ -157,6 +160,7 @@ def _stack_env(root: Path) -> tuple[dict[str, str], dict[str, Any]]:
         "PUDATO_WAREHOUSE__PATH": str(state / "warehouse.duckdb"),
         "PUDATO_LOGIC__CACHE_DIR": str(state / "logic"),
         "PUDATO_WORKER__LIVENESS_DIR": str(state / "liveness"),
+        "PUDATO_FLOWER__BASIC_AUTH": FLOWER_LOGIN,  # blank in .env.example; `make stack` generates one
     }
     lines, seen = [], set()
     for line in (REPO / ".env.example").read_text().splitlines():
@@ -200,7 +204,12 @@ def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) 
     honcho.wait_ready()
     cold_start = time.monotonic() - started
     honcho.wait_for("Flower", lambda: _listening(ports["flower"]), 60)
-    assert urllib.request.urlopen(f"http://127.0.0.1:{ports['flower']}/", timeout=5).status == 200
+    flower_page = urllib.request.Request(f"http://127.0.0.1:{ports['flower']}/")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(flower_page, timeout=5)
+    assert refused.value.code == 401
+    flower_page.add_header("Authorization", "Basic " + base64.b64encode(FLOWER_LOGIN.encode()).decode())
+    assert urllib.request.urlopen(flower_page, timeout=5).status == 200
     assert honcho.started("beat", "Starting"), honcho.output()[-3000:]
 
     # An app in another process sends one step with .delay(), configured by the same .env.
