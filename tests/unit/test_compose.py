@@ -101,3 +101,9 @@ def test_every_variable_compose_needs_is_in_env_example_without_a_password(compo
     assert required <= set(example), f".env.example lacks {sorted(required - set(example))}"
     for name in ("STACK_POSTGRES_PASSWORD", "PUDATO_FLOWER__BASIC_AUTH"):
         assert example[name] == "", f"{name} has a value in .env.example, shared by every install"
+
+
+def test_the_env_file_is_never_committed_nor_copied_into_the_image() -> None:
+    for ignore in (".gitignore", ".dockerignore"):
+        entries = {line.strip() for line in (REPO / ignore).read_text().splitlines()}
+        assert ".env" in entries, f"{ignore} lets .env (the passwords) through"
