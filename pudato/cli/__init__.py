@@ -163,7 +163,8 @@ def run(
 @app.command()
 def rerun(
     job_id: str,
-    latest: bool = typer.Option(False, "--latest", help="Run today's code: the ref's current head, not the recorded SHA."),
+    latest: bool = typer.Option(False, "--latest",
+                                help="Run today's code: the ref's current head, not the recorded SHA."),
     latest_data: bool = typer.Option(False, "--latest-data",
                                      help="Read today's inputs, not each at its recorded version."),
     wait: bool = typer.Option(True, help="Wait for the job and show it."),
