@@ -4,7 +4,8 @@ Flower's pages show every task's arguments and result: a command's SQL, its payl
 and the rows it returned. So Flower never starts open by accident: it needs
 ``PUDATO_FLOWER__BASIC_AUTH`` (``user:password``, several comma-separated), or
 ``PUDATO_FLOWER__ALLOW_UNAUTHENTICATED=true`` to run it open on purpose (behind a
-proxy that authenticates, say).
+proxy that authenticates, say), or Flower's own OAuth (``pudato flower --auth=REGEX`` and
+its ``FLOWER_OAUTH2_*`` variables).
 
 The credentials reach Flower through its own ``FLOWER_BASIC_AUTH`` variable in the
 child's environment, never on its command line, where any local user could read
@@ -25,11 +26,12 @@ HINT = (
 )
 
 
-def basic_auth(settings: FlowerSettings) -> str | None:
-    """The ``user:password[,user:password]`` Flower gets; None only when running open was chosen."""
+def basic_auth(settings: FlowerSettings, oauth: bool = False) -> str | None:
+    """The ``user:password[,user:password]`` Flower gets; None when running open was chosen, or
+    when Flower's own OAuth (``--auth``, with its ``FLOWER_OAUTH2_*`` settings) guards it instead."""
     value = settings.basic_auth.get_secret_value().strip() if settings.basic_auth else ""
     if not value:
-        if settings.allow_unauthenticated:
+        if settings.allow_unauthenticated or oauth:
             return None
         raise ConfigurationError(f"Flower has no login: {HINT}", field="flower__basic_auth")
     logins = [login.strip() for login in value.split(",")]

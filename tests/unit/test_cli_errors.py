@@ -101,3 +101,15 @@ def test_local_env_writes_fresh_secrets_readable_by_the_owner_alone(tmp_path: Pa
     assert again.returncode == 1
     assert "exists already" in _error_line(again)
     assert (tmp_path / ".env").read_text() == written
+
+
+def test_flower_runs_open_only_when_told_or_guarded_by_its_own_oauth() -> None:
+    from pudato import flower
+    from pudato.errors import ConfigurationError
+    from pudato.settings import FlowerSettings
+
+    with pytest.raises(ConfigurationError, match="Flower has no login"):
+        flower.basic_auth(FlowerSettings())
+    assert flower.basic_auth(FlowerSettings(allow_unauthenticated=True)) is None
+    assert flower.basic_auth(FlowerSettings(), oauth=True) is None
+    assert flower.basic_auth(FlowerSettings(basic_auth=" a:b , c:d ")) == "a:b,c:d"
