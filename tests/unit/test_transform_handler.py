@@ -18,7 +18,7 @@ from pudato.demo import load_releases, make_logic_repo
 from pudato.backends.transform import DbtInvocation, DbtResult
 from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command, Result
-from pudato.settings import LogicSettings, Settings, WarehouseSettings
+from pudato.settings import LogicSettings, Settings, TransformSettings, WarehouseSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_PROJECT = REPO_ROOT / "dbt"
@@ -72,9 +72,10 @@ def _commit(repo: Path, files: dict[str, str], message: str) -> str:
     return _git(repo, "rev-parse", "HEAD")
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("transform")
+@pytest.fixture(scope="module", params=["sandboxed", "inprocess"])
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same suite on each transform runner."""
+    root = tmp_path_factory.mktemp(f"transform-{request.param}")
     repo = _new_repo(root / "logic")
     decoy = root / "analysts-warehouse.duckdb"
     base = {
@@ -112,6 +113,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         _env_file=None,
         warehouse=WarehouseSettings(path=warehouse),
         logic=LogicSettings(cache_dir=root / "cache"),
+        transform=TransformSettings(runner=request.param),
     )
     return {
         "url": str(repo), "A": a, "B": b, "broken": broken, "with_package": with_package,
