@@ -14,8 +14,8 @@ import pytest
 
 from pudato import datasets
 from pudato.backends.logic.git import GitLogicRepository
-from pudato.demo import load_releases, make_logic_repo
 from pudato.backends.transform import DbtInvocation, DbtResult
+from pudato.demo import load_releases, make_logic_repo
 from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command, Result
 from pudato.settings import LogicSettings, Settings, TransformSettings, WarehouseSettings
