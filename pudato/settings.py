@@ -256,9 +256,7 @@ class Settings(BaseSettings):
         """Every secret these settings hold, to redact from what is recorded (never logged)."""
         found = [value.get_secret_value() for value in _secret_fields(self) if value.get_secret_value()]
         for url in (self.registry.url, self.broker.url or "", self.warehouse.catalog_url or ""):
-            password = _url_password(url)
-            if password:
-                found.append(password)
+            found.extend(_url_password(url))
         return sorted(set(found), key=len, reverse=True)
 
 
@@ -273,14 +271,15 @@ def _secret_fields(model: BaseModel) -> list[SecretStr]:
     return found
 
 
-def _url_password(url: str) -> str | None:
+def _url_password(url: str) -> list[str]:
+    """A URL's password, as written and decoded (either may show up in a message)."""
     from urllib.parse import unquote, urlsplit
 
     try:
         password = urlsplit(url).password
     except ValueError:
-        return None
-    return unquote(password) if password else None
+        return []
+    return [password, unquote(password)] if password else []
 
 
 def environment_values(names: list[str]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from pudato.backends.transform import SANDBOX_PREFIX
 from pudato.backends.transform.inprocess import InProcessRunner
+from pudato.backends.transform.policy import redact
 from pudato.backends.transform.sandboxed import SandboxedRunner
 from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command, Result
@@ -300,3 +301,17 @@ def _alive(pid: int) -> bool:
         return " Z" not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:3]
     except OSError:
         return False
+
+
+def test_every_secret_the_settings_hold_is_redacted() -> None:
+    settings = Settings(
+        _env_file=None,
+        aws=AWSSettings(secret_access_key=SecretStr("aws-secret")),
+        registry={"url": "postgresql+psycopg2://pudato:reg%40pw@db:5432/pudato"},
+        warehouse=WarehouseSettings(catalog_password=SecretStr("lake-pw")),
+        transform=TransformSettings(s3_secret_access_key=SecretStr("build-secret")),
+    )
+    secrets = settings.secret_values()
+    assert set(secrets) >= {"aws-secret", "reg@pw", "reg%40pw", "lake-pw", "build-secret"}
+    text = "select 'aws-secret', 'reg@pw' -- lake-pw build-secret"
+    assert redact({"sql": [text]}, secrets) == {"sql": ["select '[redacted]', '[redacted]' -- [redacted] [redacted]"]}
