@@ -116,6 +116,8 @@ class TransformSettings(_Section):
     runner: Literal["sandboxed", "inprocess"] = "sandboxed"
     allow_python_models: bool = False
     allow_hooks: bool = False
+    # dbt deps may fetch hub, git and tarball packages (network from the worker, to any URL).
+    allow_package_downloads: bool = False
     env_vars: list[str] = Field(default_factory=list)
     recycle_after: int = Field(default=200, ge=1)
     # Credentials for dbt's builds only (least privilege): an S3 key allowed only the lake's data

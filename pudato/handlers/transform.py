@@ -37,6 +37,7 @@ from pudato.backends.transform import (
     DbtInvocation,
     DbtResult,
     TransformFailed,
+    TransformRefused,
     TransformRunner,
     lock_conflict,
     project,
@@ -264,6 +265,15 @@ class _Run:
     def _deps_if_needed(self) -> str | None:
         """Install dbt packages if the project declares some and they are missing (or asked to)."""
         if self.verb == "deps" or project.needs_deps(self.checkout.path):
+            remote = project.downloaded_packages(self.checkout.path)
+            if remote and not self.handler.settings.transform.allow_package_downloads:
+                raise TransformRefused(
+                    f"the project at {self.checkout.sha[:12]} declares packages fetched over the network "
+                    f"({', '.join(remote[:5])}); dbt deps downloads only with "
+                    "PUDATO_TRANSFORM__ALLOW_PACKAGE_DOWNLOADS=true (local: packages need nothing)",
+                    packages=remote[:20],
+                    logic_version=self.checkout.sha,
+                )
             args = self._common_args(self.command.job_id or "adhoc", with_target_path=False)
             result = self.handler.runner.invoke(self._invocation("deps", args, with_manifest=False))
             if not result.success:

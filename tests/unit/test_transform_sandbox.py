@@ -315,3 +315,20 @@ def test_every_secret_the_settings_hold_is_redacted() -> None:
     assert set(secrets) >= {"aws-secret", "reg@pw", "reg%40pw", "lake-pw", "build-secret"}
     text = "select 'aws-secret', 'reg@pw' -- lake-pw build-secret"
     assert redact({"sql": [text]}, secrets) == {"sql": ["select '[redacted]', '[redacted]' -- [redacted] [redacted]"]}
+
+
+def test_packages_fetched_over_the_network_are_refused(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    metadata = "http://169.254.169.254/latest/meta-data/x.tgz"
+    packages = f"packages:\n  - local: pkgs/mine\n  - tarball: {metadata}\n    name: x\n"
+    sha = _commit_on(repo, "remote", {"packages.yml": packages, "pkgs/mine/dbt_project.yml": "name: mine\n"})
+    settings = Settings(
+        _env_file=None,
+        warehouse=WarehouseSettings(path=tmp_path / "warehouse.duckdb"),
+        logic=LogicSettings(cache_dir=tmp_path / "cache"),
+    )
+    handler = TransformHandler(settings, runner=InProcessRunner())  # refused before dbt runs
+    result = _build(handler, {"url": str(repo), "remote": sha}, "remote")
+    _failed(result, "TransformRefused", "169.254.169.254", "PUDATO_TRANSFORM__ALLOW_PACKAGE_DOWNLOADS")

@@ -65,6 +65,27 @@ def _declares_packages(project: Path) -> bool:
     return False
 
 
+def downloaded_packages(project: Path) -> list[str]:
+    """The packages ``dbt deps`` would fetch over the network (hub, git, tarball), as declared.
+
+    Only ``local:`` packages (a folder of the repository) need no network. A tarball
+    URL is any URL, the cloud's metadata service included, fetched from the worker.
+    """
+    found: list[str] = []
+    for name in ("packages.yml", "dependencies.yml"):
+        path = project / name
+        try:
+            loaded = yaml.safe_load(path.read_text()) if path.is_file() else None
+        except yaml.YAMLError:
+            continue  # dbt deps reports it
+        entries = (loaded.get("packages") or []) if isinstance(loaded, dict) else []
+        for entry in entries:
+            if isinstance(entry, dict) and "local" not in entry:
+                sources = [str(entry[key]) for key in ("package", "git", "tarball", "private") if key in entry]
+                found.append((sources or ["?"])[0][:200])
+    return found
+
+
 def package_lock(project: Path) -> str | None:
     """The sha256 of ``package-lock.yml``, recorded with every step."""
     lock = project / "package-lock.yml"
