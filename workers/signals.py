@@ -21,6 +21,7 @@ from celery import signals
 
 from pudato.errors import PudatoError
 from pudato.fanout import Publisher
+from pudato.lineage.emitter import LineageEmitter
 from pudato.protocol import JOB_HEADER, ErrorInfo, Event, Result, utcnow
 from pudato.registry.recorder import StepRecorder
 from pudato.registry.repository import Registry, StepUpdate
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _recorder: StepRecorder | None = None
 _publisher: Publisher | None = None
+_lineage: LineageEmitter | None = None
 
 
 def publisher() -> Publisher | None:
@@ -45,7 +47,12 @@ def recorder() -> StepRecorder:
     global _recorder
     if _recorder is None:
         settings = get_settings()
-        _recorder = StepRecorder(Registry(settings.registry.url), settings.registry.spool_dir, _job_finished)
+        registry = Registry(settings.registry.url)
+        global _lineage
+        if settings.lineage.emits():
+            _lineage = LineageEmitter(registry, settings.lineage.namespace, settings.registry.spool_dir)
+        _recorder = StepRecorder(registry, settings.registry.spool_dir, _job_finished,
+                                 on_written=_lineage.observe if _lineage else None)
     return _recorder
 
 
@@ -139,6 +146,8 @@ def flush_on_shutdown(**_: Any) -> None:
         _publisher.drain.close(timeout=5.0)
     if _recorder is not None:
         _recorder.drain.close(timeout=10.0)
+    if _lineage is not None:  # after the recorder: its last updates queue the last events
+        _lineage.drain.close(timeout=10.0)
 
 
 def record_result(request: Any, outcome: Result) -> None:

@@ -41,6 +41,9 @@ class Node:
     attached_node: str | None = None
     seed_file: str | None = None
     columns: tuple[str, ...] = ()  # documented in the project's YAML, in order
+    path: str | None = None  # the file in the project that defines it
+    test_name: str | None = None  # a generic test's name: not_null, unique, ...
+    column: str | None = None  # the column a test checks
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ def graph(manifest: dict[str, Any]) -> dict[str, Node]:
             attached_node=node.get("attached_node"),
             seed_file=node.get("original_file_path") if kind == "seed" else None,
             columns=tuple(node.get("columns") or ()),
+            path=node.get("original_file_path"),
+            test_name=(node.get("test_metadata") or {}).get("name") if kind == "test" else None,
+            column=node.get("column_name") if kind == "test" else None,
         )
     for uid, source in (manifest.get("sources") or {}).items():
         name = source.get("identifier") or source.get("name")
@@ -99,11 +105,11 @@ def upstream(uid: str, nodes: dict[str, Node], namespace: str, logic: LogicSourc
                                                             resource_type=node.resource_type)  # fmt: skip
         elif node.resource_type == "model":
             pending.extend(node.depends_on)
-    node = nodes.get(uid)
-    if node is not None and node.seed_file:
-        seed = logic.path / node.seed_file
+    own = nodes.get(uid)
+    if own is not None and own.seed_file:
+        seed = logic.path / own.seed_file
         facets: dict[str, Any] = {"sha256": hashlib.sha256(seed.read_bytes()).hexdigest()} if seed.is_file() else {}
-        found[node.seed_file] = datasets.logic_file(logic.repo, node.seed_file, logic.sha, **facets)
+        found[own.seed_file] = datasets.logic_file(logic.repo, own.seed_file, logic.sha, **facets)
     return list(found.values())
 
 
@@ -114,6 +120,7 @@ def node_record(item: dict[str, Any], node: Node, parents: list[DataReference]) 
         "resource_type": node.resource_type,
         "status": item.get("status"),
         "relation": node.relation,
+        "path": node.path,
         "depends_on": [ref.name for ref in parents],
         "rows_affected": (item.get("adapter_response") or {}).get("rows_affected"),
         "execution_time": item.get("execution_time"),
@@ -130,6 +137,8 @@ def test_record(item: dict[str, Any], node: Node) -> dict[str, Any]:
         "failures": item.get("failures"),
         "message": short(item.get("message")),
         "attached_node": node.attached_node,
+        "test_name": node.test_name,
+        "column": node.column,
         "models": [dep for dep in node.depends_on if not dep.startswith("macro.")],
     }
 

@@ -15,7 +15,9 @@ from pudato.registry.repository import Registry
 Direction = Literal["upstream", "downstream"]
 
 
-def trace(registry: Registry, namespace: str, name: str, direction: Direction, max_depth: int = 20) -> list[dict[str, Any]]:
+def trace(
+    registry: Registry, namespace: str, name: str, direction: Direction, max_depth: int = 20
+) -> list[dict[str, Any]]:
     """Every edge reachable from the dataset, nearest first; the latest edge per dataset pair."""
     seen: set[tuple[str, str]] = {(namespace, name)}
     frontier = deque([(namespace, name, 0)])
