@@ -102,13 +102,13 @@ def one_transaction(url: str) -> Iterator[None]:
     """Run the repository's own writes for a whole job in one transaction: the same code, one commit."""
     from pudato.registry import repository
 
-    real = repository.session_scope
+    real = repository.__dict__["session_scope"]
     with real(url) as session:
-        repository.session_scope = lambda _url: nullcontext(session)  # type: ignore[assignment,return-value]
+        setattr(repository, "session_scope", lambda _url: nullcontext(session))  # noqa: B010
         try:
             yield
         finally:
-            repository.session_scope = real
+            setattr(repository, "session_scope", real)  # noqa: B010
 
 
 def fill(registry: Registry, target: int, rounds: Iterator[Any], recorded: int) -> tuple[int, int]:

@@ -16,18 +16,20 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import signals
 
 from pudato.errors import PudatoError
 from pudato.fanout import Publisher
-from pudato.lineage.emitter import LineageEmitter
 from pudato.protocol import JOB_HEADER, ErrorInfo, Event, Result, utcnow
 from pudato.registry.recorder import StepRecorder
 from pudato.registry.repository import Registry, StepUpdate
 from pudato.settings import get_settings
 from workers.identity import identify
+
+if TYPE_CHECKING:
+    from pudato.lineage.emitter import LineageEmitter
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ def recorder() -> StepRecorder:
         registry = Registry(settings.registry.url)
         global _lineage
         if settings.lineage.emits():
+            from pudato.lineage.emitter import LineageEmitter  # the OpenLineage client, only when used
+
             _lineage = LineageEmitter(registry, settings.lineage.namespace, settings.registry.spool_dir)
         _recorder = StepRecorder(registry, settings.registry.spool_dir, _job_finished,
                                  on_written=_lineage.observe if _lineage else None)

@@ -13,6 +13,7 @@ module                        what it does
 
 from __future__ import annotations
 
-from pudato.lineage.graph import Direction, format_trace, trace
+from pudato.lineage.formats import format_trace
+from pudato.lineage.graph import Direction, trace
 
 __all__ = ["Direction", "format_trace", "trace"]

@@ -39,6 +39,11 @@ def indented(edges: list[dict[str, Any]], direction: Direction) -> str:
     return "\n".join(lines)
 
 
+def format_trace(edges: list[dict[str, Any]], direction: Direction) -> str:
+    """The indented list the demo prints."""
+    return indented(edges, direction)
+
+
 def _text(graph: LineageGraph) -> str:
     root = uri(*graph.root)
     header = f"{root} ({graph.direction}" + (f", as of {graph.as_of})" if graph.as_of else ")")

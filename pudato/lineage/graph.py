@@ -179,12 +179,6 @@ def _target(edge: dict[str, Any]) -> Key:
     return edge["target_namespace"], edge["target_name"]
 
 
-def format_trace(edges: list[dict[str, Any]], direction: Direction) -> str:
-    """The indented list ``pudato lineage`` and the demo print (see :mod:`pudato.lineage.formats`)."""
-    from pudato.lineage.formats import indented
-
-    return indented(edges, direction)
-
 
 def resolve(registry: Registry, dataset: str, name: str | None = None) -> Key:
     """A dataset as people type it: ``NAMESPACE NAME``, a URI (``s3://bucket/key``), or a bare name
