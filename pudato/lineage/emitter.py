@@ -90,6 +90,8 @@ class LineageEmitter:
 
     def observe(self, update: StepUpdate, job_finished: str | None) -> None:
         """Queue the events one written update means; called on the recorder's drain thread."""
+        if update.event not in ("started", "finished"):
+            return  # a retry or a lost attempt is not a run state
         job = self._job(update.job_id)
         if update.event == "started" and job.started_at is not None and job.job_id != update.step_id \
                 and _same_moment(job.started_at, update.at):
