@@ -204,6 +204,17 @@ def openlineage_configured() -> bool:
     return any(place.is_file() for place in places)
 
 
+class FlowerSettings(_Section):
+    """Flower's login. Flower shows every task's arguments and result, so it never runs open by mistake.
+
+    ``basic_auth``: ``user:password`` (several, comma-separated). Without it ``pudato flower``
+    refuses to start, unless ``allow_unauthenticated`` says so on purpose.
+    """
+
+    basic_auth: SecretStr | None = None
+    allow_unauthenticated: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PUDATO_",
@@ -225,6 +236,9 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     beat: BeatSettings = Field(default_factory=BeatSettings)
     lineage: LineageSettings = Field(default_factory=LineageSettings)
+
+
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
 
     def queue_name(self, handler: str) -> str:
         return f"{QUEUE_PREFIX}{handler}"
