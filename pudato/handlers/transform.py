@@ -19,12 +19,10 @@ Whatever is recorded has the platform's secrets redacted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,19 +33,26 @@ from pudato import datasets
 from pudato.backends.logic import Checkout, LogicRepository, is_sha, logic_backend
 from pudato.backends.transform import (
     DbtInvocation,
-    DbtResult,
     TransformFailed,
-    TransformRefused,
     TransformRunner,
-    lock_conflict,
     project,
     transform_runner,
 )
 from pudato.backends.transform import pins as dbt_pins
 from pudato.backends.transform.policy import check_checkout, redact
 from pudato.backends.warehouse import WarehouseBackend, warehouse_backend
-from pudato.errors import BackendUnavailable, InvalidCommand, PudatoError, TerminalError, UnsafeInput
+from pudato.errors import InvalidCommand, PudatoError, UnsafeInput
 from pudato.handlers.base import Handler, Payload, action
+from pudato.lineage.dbt_artifacts import RAN_STATUSES, RELATIONAL, LogicSource
+from pudato.lineage.dbt_artifacts import Node as _Node
+from pudato.lineage.dbt_artifacts import execute_start as _execute_start
+from pudato.lineage.dbt_artifacts import graph as _graph
+from pudato.lineage.dbt_artifacts import node_record as _node_record
+from pudato.lineage.dbt_artifacts import read_json as _read_json
+from pudato.lineage.dbt_artifacts import short as _short
+from pudato.lineage.dbt_artifacts import test_record as _test_record
+from pudato.lineage.dbt_artifacts import upstream as _upstream
+from pudato.lineage.dbt_artifacts import without_code as _without_code
 from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outcome, utcnow
 from pudato.settings import Settings, get_settings
 
@@ -55,12 +60,7 @@ __all__ = ["TransformFailed", "TransformHandler", "TransformPayload"]
 
 _SELECTOR = re.compile(r"^[A-Za-z0-9_.:+*@/,=-]+$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_TEXT_MAX = 10_000
-_MESSAGE_MAX = 2_000
-FAILED_STATUSES = {"error", "fail", "runtime error"}
 # Statuses of nodes that ran far enough to read their inputs.
-RAN_STATUSES = {"success", "pass", "fail", "warn"}
-RELATIONAL = {"model", "seed", "snapshot"}
 BUILDING_ACTIONS = {"build", "run", "seed"}
 DEFAULT_TARGET = "pudato"
 _PARSE_JOB_ID = "parse"
@@ -75,17 +75,6 @@ class TransformPayload(Payload):
     # Ad hoc only: used when the command carries no logic_repo / logic_version.
     repo: str | None = None
     ref: str | None = None
-
-
-@dataclass(frozen=True)
-class _Node:
-    """What lineage needs of one manifest node or source."""
-
-    resource_type: str
-    relation: str | None  # "schema.table", None for tests and ephemeral models
-    depends_on: tuple[str, ...]
-    attached_node: str | None = None
-    seed_file: str | None = None
 
 
 class TransformHandler(Handler):
@@ -152,6 +141,9 @@ class TransformHandler(Handler):
             with project.work_lock(work / ".lock"):
                 outcome = _Run(self, verb, payload, command, checkout, profile, target, work).execute()
         except PudatoError as exc:
+            # A failed step still records which commit it ran (a selector that matched nothing, a parse error).
+            if exc.outcome is None:
+                exc.outcome = Outcome(logic_version=checkout.sha)
             # What the step recorded and what its error says are stored and sent on: never a secret.
             exc.message = redact(exc.message, self.secrets)
             exc.args = (exc.message,)
@@ -224,14 +216,19 @@ class _Run:
         graph = _graph(_read_json(self.target_path / "manifest.json"))
         outcome = self._outcome(result.results, graph, [self.verb, *args], started_at, duration_ms)
         outcome = _with_versions(outcome, self.warehouse, before, self.pins)
-        self._raise_on_failure(result, outcome)
+        failure = result.failure(self.verb, self.checkout.sha, self.warehouse.namespace)
+        if failure is not None:
+            raise _with_outcome(outcome, failure)
         if not result.results and (self.payload.select or self.payload.exclude):
-            raise InvalidCommand(
-                f"selector {' '.join(self.payload.select) or '(all)'}"
-                + (f" excluding {' '.join(self.payload.exclude)}" if self.payload.exclude else "")
-                + f" matched no nodes for dbt {self.verb} at {self.checkout.sha[:12]}",
-                select=self.payload.select,
-                exclude=self.payload.exclude,
+            raise _with_outcome(
+                outcome,
+                InvalidCommand(
+                    f"selector {' '.join(self.payload.select) or '(all)'}"
+                    + (f" excluding {' '.join(self.payload.exclude)}" if self.payload.exclude else "")
+                    + f" matched no nodes for dbt {self.verb} at {self.checkout.sha[:12]}",
+                    select=self.payload.select,
+                    exclude=self.payload.exclude,
+                ),
             )
         return outcome
 
@@ -265,15 +262,8 @@ class _Run:
     def _deps_if_needed(self) -> str | None:
         """Install dbt packages if the project declares some and they are missing (or asked to)."""
         if self.verb == "deps" or project.needs_deps(self.checkout.path):
-            remote = project.downloaded_packages(self.checkout.path)
-            if remote and not self.handler.settings.transform.allow_package_downloads:
-                raise TransformRefused(
-                    f"the project at {self.checkout.sha[:12]} declares packages fetched over the network "
-                    f"({', '.join(remote[:5])}); dbt deps downloads only with "
-                    "PUDATO_TRANSFORM__ALLOW_PACKAGE_DOWNLOADS=true (local: packages need nothing)",
-                    packages=remote[:20],
-                    logic_version=self.checkout.sha,
-                )
+            if not self.handler.settings.transform.allow_package_downloads:
+                project.refuse_downloads(self.checkout)
             args = self._common_args(self.command.job_id or "adhoc", with_target_path=False)
             result = self.handler.runner.invoke(self._invocation("deps", args, with_manifest=False))
             if not result.success:
@@ -309,18 +299,18 @@ class _Run:
         for item in results:
             uid, status = item["unique_id"], item.get("status")
             node = graph.get(uid) or _Node(uid.split(".", 1)[0], None, ())
-            upstream = _upstream(uid, graph, namespace, self.checkout.path)
+            upstream = _upstream(uid, graph, namespace, self._logic_source())
             record = _node_record(item, node, upstream)
             nodes.append(record)
             if node.resource_type == "test":
                 tests.append(_test_record(item, node))
-            if self.verb in BUILDING_ACTIONS and status == "success" and node.resource_type in RELATIONAL:
-                if node.relation:
-                    facets = {k: record[k] for k in ("unique_id", "resource_type", "status", "rows_affected",
-                                                     "execution_time")}  # fmt: skip
-                    # Model-level lineage: this relation derives from its own parents, not the whole run's.
-                    facets["derived_from"] = [{"namespace": ref.namespace, "name": ref.name} for ref in upstream]
-                    outputs[node.relation] = datasets.warehouse_table(namespace, node.relation, **facets)
+            made = self.verb in BUILDING_ACTIONS and status == "success" and node.resource_type in RELATIONAL
+            if made and node.relation:
+                facets = {k: record[k] for k in ("unique_id", "resource_type", "status", "rows_affected",
+                                                 "execution_time")}  # fmt: skip
+                # Model-level lineage: this relation derives from its own parents, not the whole run's.
+                facets["derived_from"] = [{"namespace": ref.namespace, "name": ref.name} for ref in upstream]
+                outputs[node.relation] = datasets.warehouse_table(namespace, node.relation, **facets)
             if self.verb != "compile" and status in RAN_STATUSES:
                 inputs.update({(ref.namespace, ref.name): ref for ref in upstream})
             if record["compiled_code"]:
@@ -349,36 +339,16 @@ class _Run:
             logic_version=self.checkout.sha,
         )
 
+    def _logic_source(self) -> LogicSource:
+        repo = self.command.logic_repo or self.payload.repo or ""
+        return LogicSource(repo, self.checkout.sha, self.checkout.path)
+
     def _statement(self) -> str:
         target = ["--target", self.target] if self.payload.target else []
         return shlex.join(["dbt", self.verb, *self._selection(), *target])
 
     def _package_lock(self) -> str | None:
         return project.package_lock(self.checkout.path)
-
-    def _raise_on_failure(self, result: DbtResult, outcome: Outcome) -> None:
-        failing = [item for item in result.results if item.get("status") in FAILED_STATUSES]
-        if result.success and not failing:
-            return
-        if failing:
-            detail = "; ".join(
-                f"{item['unique_id']} ({item['status']}): {_short(item.get('message'), 300)}" for item in failing[:10]
-            )
-        else:
-            detail = _short(result.error or "dbt reported failure without a node result") or ""
-        message = f"dbt {self.verb} failed at {self.checkout.sha[:12]}: {detail}"
-        details = {"failing": [item["unique_id"] for item in failing], "logic_version": self.checkout.sha}
-        error: TerminalError | BackendUnavailable
-        if lock_conflict(message):
-            error = BackendUnavailable(
-                f"warehouse {self.warehouse.namespace} is locked by another process, "
-                f"or another writer committed first: {message}",
-                **details,
-            )
-        else:
-            error = TransformFailed(message, **details)
-        error.outcome = outcome
-        raise error
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -416,101 +386,6 @@ def _check_payload(verb: str, payload: TransformPayload) -> None:
         raise InvalidCommand(f"full_refresh applies to build, run and seed, not {verb}")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _graph(manifest: dict[str, Any]) -> dict[str, _Node]:
-    graph: dict[str, _Node] = {}
-    for uid, node in (manifest.get("nodes") or {}).items():
-        kind = node.get("resource_type", uid.split(".", 1)[0])
-        materialized = (node.get("config") or {}).get("materialized")
-        relational = kind in RELATIONAL and materialized != "ephemeral"
-        graph[uid] = _Node(
-            resource_type=kind,
-            relation=f"{node.get('schema')}.{node.get('alias') or node.get('name')}" if relational else None,
-            depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
-            attached_node=node.get("attached_node"),
-            seed_file=node.get("original_file_path") if kind == "seed" else None,
-        )
-    for uid, source in (manifest.get("sources") or {}).items():
-        name = source.get("identifier") or source.get("name")
-        graph[uid] = _Node("source", f"{source.get('schema')}.{name}", ())
-    return graph
-
-
-def _upstream(uid: str, graph: dict[str, _Node], namespace: str, project: Path) -> list[DataReference]:
-    """The relations a node reads, looking through ephemeral models (they are inlined SQL)."""
-    found: dict[str, DataReference] = {}
-    pending, seen = list(graph[uid].depends_on) if uid in graph else [], set()
-    while pending:
-        parent = pending.pop(0)
-        if parent in seen or parent not in graph:
-            continue
-        seen.add(parent)
-        node = graph[parent]
-        if node.relation:
-            found[node.relation] = datasets.warehouse_table(namespace, node.relation, unique_id=parent,
-                                                            resource_type=node.resource_type)  # fmt: skip
-        elif node.resource_type == "model":
-            pending.extend(node.depends_on)
-    node = graph.get(uid)
-    if node is not None and node.seed_file:
-        seed = project / node.seed_file
-        digest = hashlib.sha256(seed.read_bytes()).hexdigest() if seed.is_file() else None
-        found[node.seed_file] = datasets.local_file(seed, **({"sha256": digest} if digest else {}))
-    return list(found.values())
-
-
-def _node_record(item: dict[str, Any], node: _Node, upstream: list[DataReference]) -> dict[str, Any]:
-    """One run_results entry, with its relation and the datasets it read."""
-    return {
-        "unique_id": item["unique_id"],
-        "resource_type": node.resource_type,
-        "status": item.get("status"),
-        "relation": node.relation,
-        "depends_on": [ref.name for ref in upstream],
-        "rows_affected": (item.get("adapter_response") or {}).get("rows_affected"),
-        "execution_time": item.get("execution_time"),
-        "message": _short(item.get("message")),
-        "compiled_code": _truncate(item.get("compiled_code")),
-    }
-
-
-def _test_record(item: dict[str, Any], node: _Node) -> dict[str, Any]:
-    return {
-        "unique_id": item["unique_id"],
-        "status": item.get("status"),
-        "failures": item.get("failures"),
-        "message": _short(item.get("message")),
-        "attached_node": node.attached_node,
-        "models": [dep for dep in node.depends_on if not dep.startswith("macro.")],
-    }
-
-
-def _without_code(ref: DataReference) -> DataReference:
-    # Events fan out on SNS; the SQL is already in the Result, once is enough.
-    return ref.model_copy(update={"facets": {k: v for k, v in ref.facets.items() if k != "compiled_code"}})
-
-
-def _execute_start(item: dict[str, Any]) -> datetime | None:
-    for phase in item.get("timing") or []:
-        if phase.get("name") == "execute" and phase.get("started_at"):
-            try:
-                return datetime.fromisoformat(phase["started_at"])
-            except ValueError:
-                return None
-    return None
-
-
-def _truncate(text: str | None, limit: int = _TEXT_MAX) -> str | None:
-    if text is None:
-        return None
-    return text if len(text) <= limit else text[:limit] + f"\n-- truncated ({len(text)} characters)"
-
-
-def _short(text: Any, limit: int = _MESSAGE_MAX) -> str | None:
-    return None if text is None else _truncate(str(text), limit)
+def _with_outcome(outcome: Outcome, error: PudatoError) -> PudatoError:
+    error.outcome = outcome
+    return error

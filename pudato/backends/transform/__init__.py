@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pudato.backends import load_backend
-from pudato.errors import TerminalError, UnsafeInput
+from pudato.errors import BackendUnavailable, PudatoError, TerminalError, UnsafeInput
 
 if TYPE_CHECKING:
     from pudato.settings import Settings
@@ -105,6 +105,28 @@ class DbtResult:
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     parsed: bool = False
+
+    def failure(self, verb: str, sha: str, warehouse: str) -> PudatoError | None:
+        """None if dbt succeeded; else TransformFailed naming the failing nodes, or BackendUnavailable
+        (transient) when another process held ``warehouse`` or committed first."""
+        from pudato.lineage.dbt_artifacts import FAILED_STATUSES, short
+
+        failing = [item for item in self.results if item.get("status") in FAILED_STATUSES]
+        if self.success and not failing:
+            return None
+        if failing:
+            detail = "; ".join(f"{item['unique_id']} ({item['status']}): {short(item.get('message'), 300)}"
+                               for item in failing[:10])  # fmt: skip
+        else:
+            detail = short(self.error or "dbt reported failure without a node result") or ""
+        message = f"dbt {verb} failed at {sha[:12]}: {detail}"
+        details = {"failing": [item["unique_id"] for item in failing], "logic_version": sha}
+        if lock_conflict(message):
+            return BackendUnavailable(
+                f"warehouse {warehouse} is locked by another process, or another writer committed first: {message}",
+                **details,
+            )
+        return TransformFailed(message, **details)
 
 
 class TransformRunner:

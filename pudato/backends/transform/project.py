@@ -65,6 +65,21 @@ def _declares_packages(project: Path) -> bool:
     return False
 
 
+def refuse_downloads(checkout: Checkout) -> None:
+    """TransformRefused if ``dbt deps`` would fetch anything over the network."""
+    from pudato.backends.transform import TransformRefused
+
+    remote = downloaded_packages(checkout.path)
+    if remote:
+        raise TransformRefused(
+            f"the project at {checkout.sha[:12]} declares packages fetched over the network "
+            f"({', '.join(remote[:5])}); dbt deps downloads only with "
+            "PUDATO_TRANSFORM__ALLOW_PACKAGE_DOWNLOADS=true (local: packages need nothing)",
+            packages=remote[:20],
+            logic_version=checkout.sha,
+        )
+
+
 def downloaded_packages(project: Path) -> list[str]:
     """The packages ``dbt deps`` would fetch over the network (hub, git, tarball), as declared.
 
