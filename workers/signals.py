@@ -5,6 +5,8 @@
 * ``task_prerun`` / ``task_success`` / ``task_failure`` / ``task_retry``: a
   :class:`StepUpdate` for the registry, written by a background drain.
 * ``task_success`` / ``task_failure``: the Result and its Events go to SNS.
+* ``worker_process_init`` / ``worker_ready``: start the record drain, which writes the
+  journalled records of pool processes that died (pudato.journal).
 * ``worker_process_shutdown``: flush both drains; spool what the registry could not take.
 
 Only tasks named ``pudato.*`` are recorded; Celery's own tasks are not steps.
@@ -130,6 +132,13 @@ def step_retried(sender: Any = None, request: Any = None, reason: Any = None, **
     if _is_step(sender):
         recorder().record(_update(sender, "retried", request.kwargs if request else None,
                                   error={"type": "Retry", "message": str(reason)}))
+
+
+@signals.worker_process_init.connect
+@signals.worker_ready.connect
+def start_recording(**_: Any) -> None:
+    # At once, not at the first task: a pool process that replaces a SIGKILLed one writes its records.
+    recorder().drain.start()
 
 
 @signals.worker_process_shutdown.connect
