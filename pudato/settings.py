@@ -167,6 +167,12 @@ class BeatSettings(_Section):
     lease_ttl_s: float = 15.0
 
 
+class SigningSettings(_Section):
+    """The platform key that signs submitted steps (pudato.signing). Empty: derived from the registry URL."""
+
+    key: SecretStr | None = None
+
+
 class FanoutSettings(_Section):
     enabled: bool = True
     results_topic: str = "pudato-results"
@@ -193,6 +199,7 @@ class Settings(BaseSettings):
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     beat: BeatSettings = Field(default_factory=BeatSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
 
     def queue_name(self, handler: str) -> str:
         return f"{QUEUE_PREFIX}{handler}"

@@ -44,6 +44,8 @@ class PudatoRequest(Request):
         receives = int(raw.get("sqs_message", {}).get("Attributes", {}).get("ApproximateReceiveCount", 0))
         limit = settings.broker.queues[handler].max_receive_count
         ids = identify(self, self.kwargs)
+        if ids["refused"]:
+            return
         base = dict(step_id=ids["step_id"], job_id=ids["job_id"], handler=handler, action=ids["action"],
                     task_id=self.id, worker=self.hostname)
         reason = f"worker lost during receive {receives} of {limit}: {exc}"

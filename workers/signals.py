@@ -65,11 +65,14 @@ def _worker_name(task: Any) -> str:
     return getattr(task.request, "hostname", None) or f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _refused(task: Any, kwargs: dict[str, Any] | None = None) -> bool:
+    return bool(identify(task.request, kwargs if kwargs is not None else task.request.kwargs)["refused"])
+
+
 def _update(task: Any, event: str, kwargs: dict[str, Any] | None, **fields: Any) -> StepUpdate:
     ids = identify(task.request, kwargs)
     raw = (kwargs or {}).get("command")
     payload = raw.get("payload") if isinstance(raw, dict) and isinstance(raw.get("payload"), dict) else None
-    name = raw.get("step_name") if isinstance(raw, dict) else None
     return StepUpdate(
         event=event,  # type: ignore[arg-type]
         step_id=ids["step_id"],
@@ -79,7 +82,7 @@ def _update(task: Any, event: str, kwargs: dict[str, Any] | None, **fields: Any)
         task_id=task.request.id,
         worker=_worker_name(task),
         payload=payload,
-        name=name if isinstance(name, str) else None,
+        name=ids["name"] or None,
         **fields,
     )
 
@@ -103,13 +106,20 @@ def carry_job_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 @signals.task_prerun.connect
 def step_started(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
-    if _is_step(task):
-        recorder().record(_update(task, "started", kwargs, started_at=utcnow()))
+    if not _is_step(task):
+        return
+    reason = identify(task.request, kwargs)["refused"]
+    if reason:  # nothing under the ids it claims: one rejected_messages row, with the command
+        command = (kwargs or {}).get("command")
+        recorder().record(_update(task, "refused", kwargs, error={"type": "CommandRefused",
+                                  "message": reason}, data={"command": command}))
+        return
+    recorder().record(_update(task, "started", kwargs, started_at=utcnow()))
 
 
 @signals.task_success.connect
 def step_succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
-    if not _is_step(sender):
+    if not _is_step(sender) or _refused(sender):
         return
     outcome = Result.model_validate(result)
     _finish(sender, sender.request.kwargs, outcome)
@@ -117,7 +127,7 @@ def step_succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
 
 @signals.task_failure.connect
 def step_failed(sender: Any = None, exception: BaseException | None = None, kwargs: Any = None, **_: Any) -> None:
-    if not _is_step(sender):
+    if not _is_step(sender) or _refused(sender, kwargs):
         return
     details = getattr(exception, "details", None) or {}
     if "result" in details:
@@ -129,7 +139,7 @@ def step_failed(sender: Any = None, exception: BaseException | None = None, kwar
 
 @signals.task_retry.connect
 def step_retried(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
-    if _is_step(sender):
+    if _is_step(sender) and not _refused(sender):
         recorder().record(_update(sender, "retried", request.kwargs if request else None,
                                   error={"type": "Retry", "message": str(reason)}))
 

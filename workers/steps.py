@@ -30,6 +30,10 @@ class StepFailed(TerminalError):
     """A step's Result says it failed. ``details['result']`` holds that Result as JSON."""
 
 
+class CommandRefused(TerminalError):
+    """The command claims a job or step without the platform's signature (workers.identity): not run."""
+
+
 class HandlerTask(Task):
     Request = "workers.request:PudatoRequest"
     handler_path: str = ""
@@ -47,6 +51,8 @@ def run_step(task: HandlerTask, command: Any) -> dict[str, Any]:
     if command is None:
         raise InvalidCommand("message carries no 'command' keyword argument")
     ids = identify(task.request, {"command": command})
+    if ids["refused"]:
+        raise CommandRefused(ids["refused"])
     if isinstance(command, dict):
         handler = task.name.split(".")[1]
         command = {"handler": handler, **command, "job_id": ids["job_id"], "step_id": ids["step_id"]}

@@ -6,10 +6,16 @@ returns, so before the task's message is acknowledged; its drain thread writes
 them in order, and while the database is away it waits and tries again. An
 update whose process died before it was written (a SIGKILLed pool process) is
 written by the next process of that host to find it.
+
+An update the database refuses (a value too long, a step of another job) is
+recorded in ``rejected_messages`` with the reason, once, and the updates after
+it are written as usual: one bad record never takes its batch with it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +25,7 @@ from pudato.background import Drain
 from pudato.journal import Journal
 from pudato.registry.repository import Registry, StepUpdate
 
+log = logging.getLogger(__name__)
 JobFinished = Callable[[StepUpdate, str], None]
 
 
@@ -50,10 +57,27 @@ class StepRecorder:
     def _write(self, updates: list[StepUpdate]) -> None:
         while updates:
             # Pop only after the write committed, so a retry resumes at the first unwritten one.
-            finished = self.registry.apply(updates[0])
-            update = updates.pop(0)
+            update = updates[0]
+            finished = None
+            if update.event == "refused":
+                self._reject(update, (update.error or {}).get("message") or "command refused")
+            else:
+                try:
+                    finished = self.registry.apply(update)
+                except Exception as exc:
+                    if is_outage(exc):
+                        raise
+                    log.warning("step record of %s refused by the registry: %s", update.step_id, exc)
+                    self._reject(update, f"step record refused by the registry: {type(exc).__name__}: {exc}")
+            updates.pop(0)
             if finished and self.on_job_finished:
                 self.on_job_finished(update, finished)
+
+    def _reject(self, update: StepUpdate, reason: str) -> None:
+        excerpt = json.dumps(update.model_dump(mode="json", exclude_none=True))
+        # Keyed by task: a message (its started and finished records, its redeliveries) is recorded once.
+        key = f"step-record:{update.task_id or update.step_id}"
+        self.registry.record_rejected(f"pudato-{update.handler}", reason, excerpt, update.worker, key=key)
 
 
 def _encode(update: StepUpdate) -> dict[str, object]:
