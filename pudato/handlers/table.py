@@ -166,7 +166,9 @@ class TableHandler(WarehouseHandler):
                 described = session.execute(f"SELECT * FROM {reader} LIMIT 0", params, record=False).description
                 originals = [column[0] for column in described]
                 names = normalize_names(originals) if payload.normalize_headers else originals
-                select = ", ".join(f"{quote_identifier(o)} AS {quote_identifier(n)}" for o, n in zip(originals, names))
+                select = ", ".join(
+                    f"{quote_identifier(o)} AS {quote_identifier(n)}" for o, n in zip(originals, names, strict=True)
+                )
                 where = _not_blank(originals) if payload.skip_blank_records else ""
                 query = f"SELECT {select} FROM {reader}{where}"
 
@@ -179,7 +181,7 @@ class TableHandler(WarehouseHandler):
 
                 name, loaded = session.atomic(write)
                 output = self._reference(session, name, source_sha256=info.sha256, source=source.uri)
-        renamed = {o: n for o, n in zip(originals, names) if o != n}
+        renamed = {o: n for o, n in zip(originals, names, strict=False) if o != n}
         return Outcome(
             inputs=[source],
             outputs=[output],
@@ -242,7 +244,7 @@ class TableHandler(WarehouseHandler):
         )
 
     @action("list", ListPayload)
-    def list(self, payload: ListPayload) -> Outcome:
+    def list_tables(self, payload: ListPayload) -> Outcome:
         with self.warehouse.session(read_only=True) as session:
             found = [
                 {"table": n.qualified, "kind": kind, **({"rows": session.count(n)} if kind == "table" else {})}
