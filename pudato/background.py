@@ -74,6 +74,11 @@ class Drain:
         path = self._journal.write(item) if self._journal is not None else None
         self._enqueue(item, path)
 
+    @property
+    def pending(self) -> int:
+        """Items queued and not yet delivered."""
+        return self._pending
+
     def start(self) -> None:
         """Start the thread now (it also picks up spooled and orphaned items) instead of at the first put."""
         self._ensure_thread()
