@@ -17,13 +17,13 @@ import json
 import logging
 import os
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pudato.backoff import Backoff
 from pudato.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class Drain:
 
     def _deliver_with_retry(self, batch: list[Any]) -> bool:
         """Deliver ``batch``; False if it was dropped or left for the journal or spool."""
-        attempt = 0
+        backoff = Backoff(0.4, self._max_backoff_s, jitter=(0.5, 1.0))
         size = len(batch)  # deliver() may consume the list as it goes
         while True:
             try:
@@ -176,8 +176,7 @@ class Drain:
                     if self._journal is None:
                         self._spool(batch)
                     return False
-                attempt += 1
-                delay = min(self._max_backoff_s, 0.2 * 2**attempt) * (0.5 + random.random() / 2)
+                delay = backoff.next_delay() or 0.0
                 log.warning("%s: delivery failed (%s); retrying in %.1fs", self.name, exc, delay)
                 time.sleep(delay)
 
