@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import signals
+from celery.exceptions import TimeLimitExceeded
 
 from pudato.fanout import Publisher
 from pudato.protocol import JOB_HEADER, ErrorInfo, Event, Result, utcnow
@@ -140,7 +141,9 @@ def step_succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
 
 @on(signals.task_failure)
 def step_failed(sender: Any = None, exception: BaseException | None = None, kwargs: Any = None, **_: Any) -> None:
-    if not _is_step(sender) or _refused(sender, kwargs):
+    # A hard time limit is signalled in the worker's main process, where the task's request is not
+    # this one: workers.request.PudatoRequest.on_timeout records it.
+    if not _is_step(sender) or isinstance(exception, TimeLimitExceeded) or _refused(sender, kwargs):
         return
     details = getattr(exception, "details", None) or {}
     if "result" in details:
