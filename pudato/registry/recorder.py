@@ -27,6 +27,8 @@ from pudato.registry.repository import Registry, StepUpdate
 
 log = logging.getLogger(__name__)
 JobFinished = Callable[[StepUpdate, str], None]
+# Told of every update once written, with the job's status if it finished the job (OpenLineage).
+Written = Callable[[StepUpdate, str | None], None]
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -36,9 +38,16 @@ def is_outage(exc: BaseException) -> bool:
 
 
 class StepRecorder:
-    def __init__(self, registry: Registry, spool_dir: Path | None, on_job_finished: JobFinished | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        spool_dir: Path | None,
+        on_job_finished: JobFinished | None = None,
+        on_written: Written | None = None,
+    ) -> None:
         self.registry = registry
         self.on_job_finished = on_job_finished
+        self.on_written = on_written
         journal = Journal(spool_dir, "step-records", _encode, StepUpdate.model_validate) if spool_dir else None
         self.drain = Drain(
             "step-records",
@@ -58,18 +67,23 @@ class StepRecorder:
         while updates:
             # Pop only after the write committed, so a retry resumes at the first unwritten one.
             update = updates[0]
-            finished = None
+            finished, written = None, False
             if update.event == "refused":
                 self._reject(update, (update.error or {}).get("message") or "command refused")
             else:
                 try:
-                    finished = self.registry.apply(update)
+                    finished, written = self.registry.apply(update), True
                 except Exception as exc:
                     if is_outage(exc):
                         raise
                     log.warning("step record of %s refused by the registry: %s", update.step_id, exc)
                     self._reject(update, f"step record refused by the registry: {type(exc).__name__}: {exc}")
             updates.pop(0)
+            if written and self.on_written:
+                try:
+                    self.on_written(update, finished)
+                except Exception:  # never write the update twice because a listener failed
+                    log.exception("a listener failed on the update of step %s", update.step_id)
             if finished and self.on_job_finished:
                 self.on_job_finished(update, finished)
 
