@@ -1,0 +1,281 @@
+"""Typed loads on a DuckDB-engine warehouse: stage as text, parse by the rules, check, write, quarantine.
+
+A file is first staged as text exactly as written (a temp table, one row per
+record, its ``rowid`` the record number), so no value is converted before the
+rules say how. Each target column then gets a parse expression (null tokens,
+currency symbols, thousands and decimal separators, parenthesised negatives,
+a date format) and a check (type, not-null, allowed values, pattern, unique
+key). Rows that pass are written; rows that fail go whole, as JSON text of
+their original fields, to the ``<table>__rejected`` quarantine table with the
+reasons, in the same transaction. Nothing is coerced: a value that does not fit
+its type is a rejection, never a NULL or a guess.
+
+All of this is DuckDB's SQL dialect, so it lives here with the session, not in
+the handlers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pudato.backends.warehouse import quote_identifier
+from pudato.backends.warehouse.session import Session
+from pudato.backends.warehouse.sql import sql_string
+from pudato.contracts.model import ColumnRead, TextRules
+from pudato.errors import InvalidCommand, PudatoError
+
+RAW = "pudato_load_raw"
+CHECKED = "pudato_load_checked"
+# DuckDB's CSV reader NULLs only this, which never occurs in text: so "" stays "" and a
+# field missing from a short record is NULL, and the two can be told apart.
+_PADDING = "\x01"
+_INTEGERS = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "INT",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "INT1",
+    "INT2",
+    "INT4",
+    "INT8",
+    "SHORT",
+    "LONG",
+}
+_FLOATS = {"DOUBLE", "FLOAT", "REAL", "FLOAT4", "FLOAT8"}
+_TEXT = {"VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR"}
+_SAMPLE = 200
+_ISO_DATE = "'[0-9]{4}-[0-9]{2}-[0-9]{2}'"
+REJECTED_SUFFIX = "__rejected"
+
+
+@dataclass
+class Staged:
+    """A file staged as a temp table: its headers, their types as read, and short records."""
+
+    headers: list[str]
+    types: dict[str, str]
+    text: bool
+    records: int
+    blank: int = 0
+    short: list[dict[str, int]] = field(default_factory=list)
+    short_count: int = 0
+
+
+@dataclass
+class Checked:
+    """What the checks found: the validation report, before anything is written."""
+
+    rows: int
+    rejected: int
+    counts: dict[str, int]
+    by_column: dict[str, dict[str, int]]
+    errors: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "accepted": self.rows - self.rejected,
+            "rejected": self.rejected,
+            "counts": self.counts,
+            "by_column": self.by_column,
+            "errors": self.errors,
+            "errors_shown": len(self.errors),
+        }
+
+
+def base_type(type_: str) -> str:
+    return re.split(r"[\s(]", type_.strip().upper(), maxsplit=1)[0]
+
+
+def stage_file(
+    session: Session,
+    fmt: Literal["csv", "parquet", "json"],
+    location: str,
+    label: str,
+    header: bool = True,
+    delimiter: str | None = None,
+) -> Staged:
+    """Stage the file as a temp table; CSV fields stay text exactly as written."""
+    if fmt == "csv":
+        options = [
+            f"header = {str(header).lower()}",
+            "all_varchar = true",
+            "null_padding = true",
+            f"nullstr = {sql_string(_PADDING)}",
+        ]
+        if delimiter is not None:
+            options.append(f"delim = {sql_string(delimiter)}")
+        reader = f"read_csv({sql_string(location)}, {', '.join(options)})"
+    else:
+        reader = Session.read_sql(fmt, location)
+    try:
+        session.execute(f"CREATE OR REPLACE TEMP TABLE {RAW} AS SELECT * FROM {reader}", record=False)
+    except PudatoError as exc:
+        raise _read_error(exc, fmt, location, label) from None
+    described = session.execute(f"SELECT * FROM {RAW} LIMIT 0", record=False).description
+    headers = [d[0] for d in described]
+    staged = Staged(
+        headers, {d[0]: str(d[1]) for d in described}, fmt == "csv", _count(session, f"SELECT count(*) FROM {RAW}")
+    )
+    if fmt == "csv":
+        staged.blank = _count(session, f"SELECT count(*) FROM {RAW} WHERE {_blank(headers)}")
+        if len(headers) > 1:
+            last = quote_identifier(headers[-1])
+            present = " + ".join(f"({quote_identifier(h)} IS NOT NULL)::INT" for h in headers)
+            short = f"FROM {RAW} WHERE {last} IS NULL AND NOT ({_blank(headers)})"
+            staged.short_count = _count(session, f"SELECT count(*) {short}")
+            staged.short = [
+                {"row": int(r), "fields": int(f), "expected": len(headers)}
+                for r, f in session.rows(f"SELECT rowid + 1, {present} {short} ORDER BY rowid LIMIT {_SAMPLE}")
+            ]
+    return staged
+
+
+def _read_error(exc: PudatoError, fmt: str, location: str, label: str) -> PudatoError:
+    """DuckDB's reader error as ours: the dataset's name instead of a temp path, no DuckDB options."""
+    text = exc.message.replace(location, label)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
+    first = re.sub(r"^DuckDB \w+: (\w+ Error: )?", "", first)
+    fix = "check the file's format, delimiter and encoding (payload options format, delimiter, encoding)"
+    return InvalidCommand(f"cannot read {label} as {fmt}: {first[:300]}; {fix}", dataset=label, format=fmt)
+
+
+def _count(session: Session, sql: str) -> int:
+    return int(session.rows(sql)[0][0])
+
+
+def _blank(headers: Sequence[str]) -> str:
+    fields = ", ".join(f"NULLIF(trim(CAST({quote_identifier(h)} AS VARCHAR)), '')" for h in headers)
+    return f"COALESCE({fields}) IS NULL"
+
+
+# -- parse expressions -------------------------------------------------------------
+
+
+def _token(column: str, text: bool, rules: TextRules) -> str:
+    """The field as text, NULL where it is a null token (or missing from a short record)."""
+    if not text:
+        return f"CAST({column} AS VARCHAR)"
+    if not rules.null_tokens:
+        return column
+    tokens = ", ".join(sql_string(t) for t in rules.null_tokens)
+    return f"CASE WHEN trim({column}) IN ({tokens}) THEN NULL ELSE {column} END"
+
+
+def _number(value: str, rules: TextRules) -> str:
+    """Text with currency symbols and thousands separators removed, '.' as decimal point."""
+    expr = f"trim({value})"
+    for symbol in rules.currency:
+        expr = f"replace({expr}, {sql_string(symbol)}, '')"
+    if rules.thousands:
+        expr = f"replace({expr}, {sql_string(rules.thousands)}, '')"
+    if rules.decimal != ".":
+        expr = f"replace({expr}, {sql_string(rules.decimal)}, '.')"
+    expr = f"trim({expr})"
+    if rules.negative_parentheses:
+        expr = f"regexp_replace({expr}, '^\\((.*)\\)$', '-\\1')"
+    return expr
+
+
+def _decimal_scale(type_: str) -> int:
+    found = re.search(r"\(\s*\d+\s*,\s*(\d+)\s*\)", type_)
+    return int(found.group(1)) if found else 3
+
+
+def parse_expression(value: str, type_: str, fmt: str | None, rules: TextRules) -> str:
+    """SQL turning text ``value`` into ``type_``; NULL where it does not fit (never a guess)."""
+    kind = base_type(type_)
+    if kind in _TEXT:
+        return f"CAST({value} AS {type_})"
+    if kind in _INTEGERS:
+        number = _number(value, rules)
+        return f"CASE WHEN regexp_full_match({number}, '[+-]?[0-9]+') THEN TRY_CAST({number} AS {type_}) END"
+    if kind in ("DECIMAL", "NUMERIC"):
+        number, scale = _number(value, rules), _decimal_scale(type_)
+        shape = f"[+-]?([0-9]+[.]?[0-9]{{0,{scale}}}|[.][0-9]{{1,{scale}}})" if scale else "[+-]?[0-9]+[.]?"
+        return f"CASE WHEN regexp_full_match({number}, '{shape}') THEN TRY_CAST({number} AS {type_}) END"
+    if kind in _FLOATS:
+        return f"TRY_CAST({_number(value, rules)} AS {type_})"
+    if kind in ("DATE", "TIMESTAMP", "DATETIME", "TIMESTAMPTZ") and fmt:
+        return f"TRY_CAST(try_strptime(trim({value}), {sql_string(fmt)}) AS {type_})"
+    if kind == "DATE":
+        return f"CASE WHEN regexp_full_match(trim({value}), {_ISO_DATE}) THEN TRY_CAST(trim({value}) AS DATE) END"
+    return f"TRY_CAST(trim({value}) AS {type_})"
+
+
+# -- inference ----------------------------------------------------------------------
+
+
+def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead], rules: TextRules) -> dict[str, str]:
+    """A type for each column without one, from every value: the narrowest that takes them all.
+
+    Codes with leading zeros (``02``) stay text; dates are taken only in ISO form
+    or in the column's declared format, so ``03/04/2011`` is never read as either.
+    """
+    wanted = [c for c in columns if c.type is None and c.source is not None]
+    found: dict[str, str] = {}
+    for column in wanted:
+        if not staged.text:
+            found[column.name] = staged.types[column.source or ""]
+    wanted = [c for c in wanted if staged.text]
+    if not wanted:
+        return found
+    inner = ", ".join(
+        f"{_token(quote_identifier(c.source or ''), True, rules)} AS {_alias('t', i)}" for i, c in enumerate(wanted)
+    )
+    aggregates = []
+    for i, c in enumerate(wanted):
+        t = _alias("t", i)
+        n = _number(t, rules)
+        not_padded = f"NOT regexp_matches({n}, '^[+-]?0[0-9]')"
+        dated = (
+            f"try_strptime(trim({t}), {sql_string(c.format)}) IS NOT NULL"
+            if c.format
+            else f"regexp_full_match(trim({t}), {_ISO_DATE}) AND TRY_CAST(trim({t}) AS DATE) IS NOT NULL"
+        )
+        aggregates += [
+            f"count({t})",
+            f"count(*) FILTER (regexp_full_match({n}, '[+-]?[0-9]{{1,18}}') AND {not_padded})",
+            f"count(*) FILTER (regexp_full_match({n}, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)') AND {not_padded})",
+            f"coalesce(max(length(regexp_extract({n}, '[.]([0-9]*)$', 1))), 0)",
+            f"coalesce(max(length(regexp_extract({n}, '^[+-]?([0-9]*)', 1))), 0)",
+            f"count(*) FILTER ({dated})",
+            f"count(*) FILTER (lower(trim({t})) IN ('true', 'false'))",
+        ]
+    row = session.rows(
+        f"SELECT {', '.join(aggregates)} FROM (SELECT {inner} FROM {RAW} WHERE NOT ({_blank(staged.headers)}))"
+    )[0]
+    for i, c in enumerate(wanted):
+        n, ints, decs, scale, digits, dates, bools = row[i * 7 : i * 7 + 7]
+        found[c.name] = _narrowest(
+            int(n), int(ints), int(decs), int(scale), int(digits), int(dates), int(bools), c.format
+        )
+    return found
+
+
+def _narrowest(n: int, ints: int, decs: int, scale: int, digits: int, dates: int, bools: int, fmt: str | None) -> str:
+    if n == 0:
+        return "VARCHAR"
+    if dates == n:
+        return "TIMESTAMP" if fmt and any(code in fmt for code in ("%H", "%M", "%S")) else "DATE"
+    if ints == n:
+        return "BIGINT"
+    if decs == n and scale <= 9 and digits + scale <= 38:
+        return f"DECIMAL({18 if digits + scale <= 18 else 38},{scale})"
+    if bools == n:
+        return "BOOLEAN"
+    return "VARCHAR"
+
+
+def _alias(kind: str, index: int) -> str:
+    return f'"__pudato_{kind}{index}"'
