@@ -74,12 +74,15 @@ class Drift:
             elif policy == "fail":
                 self.refused += changes[kind]
 
-    def check(self, dataset: str) -> None:
+    def check(self, dataset: str, **details: Any) -> None:
+        """Raise DriftRefused, carrying the whole report, if a change's policy is ``fail``."""
         if self.refused:
             raise DriftRefused(
-                f"{dataset}: the release drifted and the contract says fail: {'; '.join(self.refused)}",
+                f"{dataset}: the release drifted and the contract says fail: {'; '.join(self.refused)}; "
+                "nothing was written",
                 dataset=dataset,
                 drift=self.as_dict(),
+                **details,
             )
 
 

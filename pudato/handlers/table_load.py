@@ -155,6 +155,10 @@ def load(handler: TableHandler, payload: LoadPayload, command: Command) -> Outco
             )
             found = session.find(name)
             plan = _plan(session, payload, rules, staged, found[0] if found else None, blank)
+            dataset = handler.warehouse.reference(plan.table or name)
+            where = {"namespace": dataset.namespace, "name": dataset.name, "source": source.uri}
+            plan.drift.rows = {"before": plan.rows_before, "release": None, "after": None}
+            plan.drift.check(dataset.uri, **where)
             report = check_rows(
                 session,
                 staged,
@@ -164,7 +168,7 @@ def load(handler: TableHandler, payload: LoadPayload, command: Command) -> Outco
                 plan.table if payload.mode == "append" and rules.key else None,
                 payload.skip_blank_records,
             )
-            _limit(rules, report, label)
+            _limit(rules, report, label, where)
 
             def write(session: Session) -> tuple[int, int, TableName | None]:
                 target = plan.table or name
@@ -239,7 +243,6 @@ def _plan(
     elif not staged.text:
         drift.retyped = retyped(matches, staged.types, {r.name: str(r.type) for r in reads})
     drift.apply(rules.policies)
-    drift.check(table.qualified if table else payload.table)
     new_columns = [r for r in reads if keep_table and r.name not in existing]
     rows_before = session.count(table) if table else None
     renamed = {m.header: m.column for m in matches if m.header != m.column}
@@ -267,7 +270,7 @@ def _typed(read: ColumnRead, type_: str) -> ColumnRead:
     return ColumnRead(read.name, read.source, type_, read.format, read.nullable, read.allowed, read.pattern)
 
 
-def _limit(rules: LoadRules, report: Checked, label: str) -> None:
+def _limit(rules: LoadRules, report: Checked, label: str, where: dict[str, str]) -> None:
     if rules.max_rejected is None or not report.rejected:
         return
     limit = rejection_limit(rules.max_rejected, report.rows)
@@ -277,6 +280,7 @@ def _limit(rules: LoadRules, report: Checked, label: str) -> None:
             f"({rules.max_rejected}, {limit} rows); nothing was written. Fix the file, or raise max_rejected",
             dataset=label,
             validation=report.as_dict(),
+            **where,
         )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from pudato.errors import NotFound
 from pudato.protocol import DataReference, utcnow
 from pudato.registry.database import session_scope
+from pudato.registry.drift import record_drift
 from pudato.registry.models import Dataset, Job, LineageEdge, RejectedMessage, Step, StepDataset
 
 TERMINAL = ("succeeded", "failed")
@@ -149,6 +150,7 @@ class Registry:
                 self._catalog_outputs(session, step)
             if update.event == "finished":
                 self._record_edges(session, step)
+                record_drift(session, step)
             return self._roll_up(session, job, update.at)
 
     def record_rejected(self, queue: str | None, reason: str, body_excerpt: str | None, worker: str | None) -> None:
