@@ -15,6 +15,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from pudato.errors import NotFound
+from pudato.inline import recorded_canvas, recorded_payload
 from pudato.protocol import DataReference, utcnow
 from pudato.registry.database import session_scope
 from pudato.registry.drift import record_drift
@@ -99,7 +100,7 @@ class Registry:
                     status="pending",
                     step_count=len(steps),
                     trigger=trigger,
-                    canvas=canvas,
+                    canvas=recorded_canvas(canvas),
                     parent_job_id=parent_job_id,
                     logic_repo=logic_repo,
                     logic_ref=logic_ref,
@@ -117,7 +118,7 @@ class Registry:
                         name=plan.name,
                         handler=plan.handler,
                         action=plan.action,
-                        payload=plan.payload,
+                        payload=recorded_payload(plan.payload),
                         status="pending",
                         submitted_at=now,
                         retries=0,
@@ -196,7 +197,7 @@ class Registry:
                       "executions", "data", "logic_version", "error"):
             value = getattr(update, field)
             if value is not None and not (update.event == "started" and field == "status"):
-                setattr(step, field, value)
+                setattr(step, field, recorded_payload(value) if field == "payload" else value)
         if update.inputs is not None:
             step.inputs = [ref.model_dump(mode="json") for ref in update.inputs]
         if update.outputs is not None:
