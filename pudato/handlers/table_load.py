@@ -223,7 +223,8 @@ def _plan(
     expected = list(existing) if table else (list(rules.columns) or None)
     matches, drift = match_columns(staged.headers, names, expected, rules.columns, normalize_name)
     if expected is not None and not table:
-        drift.against = "contract"
+        # A first release defines the table: columns the contract does not name are not drift.
+        drift.against, drift.added = "contract", []
     reads = [_read(m, rules, existing if keep_table else {}, payload.all_varchar) for m in matches]
     # A column the release lacks stays in the table (append) or the contract (any mode): NULL.
     if keep_table or rules.columns:
