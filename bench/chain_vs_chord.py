@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import bench_stack  # noqa: E402
+from bench.harness import bench_stack
 
 
 def main(runs: int = 10) -> None:
@@ -42,8 +42,14 @@ def main(runs: int = 10) -> None:
             chords.append(latency(chord()))
         chain_s, chord_s = statistics.median(chains), statistics.median(chords)
         print(f"runs: {runs}, worker prefork -c 2, broker moto SQS, registry + result backend PostgreSQL")
-        print(f"3-step chain   : median {chain_s * 1000:7.1f} ms  (min {min(chains) * 1000:.1f}, max {max(chains) * 1000:.1f})")
-        print(f"10-wide chord  : median {chord_s * 1000:7.1f} ms  (min {min(chords) * 1000:.1f}, max {max(chords) * 1000:.1f})")
+        print(
+            f"3-step chain   : median {chain_s * 1000:7.1f} ms"
+            f"  (min {min(chains) * 1000:.1f}, max {max(chains) * 1000:.1f})"
+        )
+        print(
+            f"10-wide chord  : median {chord_s * 1000:7.1f} ms"
+            f"  (min {min(chords) * 1000:.1f}, max {max(chords) * 1000:.1f})"
+        )
         print(f"ratio chord/chain: {chord_s / chain_s:.2f}")
 
 

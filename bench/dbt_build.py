@@ -25,10 +25,10 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pudato.demo import load_releases, make_logic_repo  # noqa: E402
-from pudato.handlers.transform import TransformHandler  # noqa: E402
-from pudato.protocol import Command  # noqa: E402
-from pudato.settings import LogicSettings, Settings, WarehouseSettings  # noqa: E402
+from pudato.demo import load_releases, make_logic_repo
+from pudato.handlers.transform import TransformHandler
+from pudato.protocol import Command
+from pudato.settings import LogicSettings, Settings, WarehouseSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DBT = REPO / ".venv" / "bin" / "dbt"

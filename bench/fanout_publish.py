@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pudato import aws, devstack, infra# noqa: E402
-from pudato.fanout import Publisher, topic_arn  # noqa: E402
-from pudato.protocol import Result, utcnow  # noqa: E402
-from pudato.settings import Settings, reset_settings  # noqa: E402
+from pudato import aws, devstack, infra
+from pudato.fanout import Publisher, topic_arn
+from pudato.protocol import Result, utcnow
+from pudato.settings import Settings, reset_settings
 
 
 def main(count: int = 300) -> None:

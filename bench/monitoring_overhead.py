@@ -35,9 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import REPO, bench_stack  # noqa: E402
-from pudato import aws, devstack# noqa: E402
-from pudato.protocol import HANDLERS  # noqa: E402
+from bench.harness import REPO, bench_stack
+from pudato import aws, devstack
+from pudato.protocol import HANDLERS
 
 CONTROL_TOPIC = "celery-pidbox"
 

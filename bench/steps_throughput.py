@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import bench_stack  # noqa: E402
+from bench.harness import bench_stack
 
 
 def main(per_batch: int = 150, rounds: int = 3) -> None:

@@ -54,7 +54,7 @@ limit 10
 
 def sample_job() -> jobs.Node:
     """The spine's job, without a logic repository: ingest, load both (a chord), compare."""
-    loads = [
+    loads: list[jobs.Node] = [
         jobs.chain(
             jobs.step("storage", "put", name=f"ingest_{release}", key=key, source=key),
             jobs.step("table", "load", name=f"load_{release}", table=f"raw_gf_revenue_{release}", key=key,
@@ -79,8 +79,10 @@ def load_releases(warehouse: Path) -> None:
     from pudato.protocol import Command
     from pudato.settings import Settings
 
-    settings = Settings(_env_file=None, storage={"backend": "local", "local_root": DATA},
-                        warehouse={"path": warehouse})
+    # Through a dict: ``_env_file`` is pydantic-settings' init option, unknown to the type checker.
+    options: dict[str, Any] = {"_env_file": None, "storage": {"backend": "local", "local_root": DATA},
+                               "warehouse": {"path": warehouse}}
+    settings = Settings(**options)
     handler = TableHandler(settings)
     for release, key in RELEASES.items():
         payload = {"table": f"raw_gf_revenue_{release}", "key": key, "all_varchar": True}

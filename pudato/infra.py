@@ -127,11 +127,12 @@ def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
     from botocore.exceptions import ClientError
 
     try:
-        return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        created: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        return created
     except ClientError as exc:
         if exc.response["Error"]["Code"] not in ("QueueAlreadyExists", "QueueNameExists"):
             raise
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    url: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
     return url
 
@@ -174,5 +175,7 @@ def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     s3.put_bucket_encryption(
         Bucket=bucket,
-        ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
     )

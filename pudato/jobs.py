@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from pudato.errors import BackendUnavailable, ConfigurationError, InvalidCommand, NotFound, PudatoError
 from pudato.inline import check_payload_size
@@ -62,7 +62,7 @@ class Chord:
     body: Node
 
 
-Node = Union[Step, Chain, Group, Chord]
+Node = Step | Chain | Group | Chord
 
 
 @dataclass

@@ -9,7 +9,8 @@ from typing import Any
 
 def job_document(job: dict[str, Any]) -> dict[str, Any]:
     """A job with its steps, JSON-ready."""
-    return json.loads(json.dumps(job, default=_default))
+    document: dict[str, Any] = json.loads(json.dumps(job, default=_default))
+    return document
 
 
 def format_job(job: dict[str, Any]) -> str:

@@ -44,15 +44,28 @@ class PudatoRequest(Request):
         receives = int(raw.get("sqs_message", {}).get("Attributes", {}).get("ApproximateReceiveCount", 0))
         limit = settings.broker.queues[handler].max_receive_count
         ids = identify(self, self.kwargs)
-        base = dict(step_id=ids["step_id"], job_id=ids["job_id"], handler=handler, action=ids["action"],
-                    task_id=self.id, worker=self.hostname)
+        base = {"step_id": ids["step_id"], "job_id": ids["job_id"], "handler": handler, "action": ids["action"],
+                    "task_id": self.id, "worker": self.hostname}
         reason = f"worker lost during receive {receives} of {limit}: {exc}"
-        signals.recorder().record(StepUpdate(event="lost", error={"type": "WorkerLostError", "message": reason}, **base))
+        signals.recorder().record(
+            StepUpdate(event="lost", error={"type": "WorkerLostError", "message": reason}, **base)
+        )
         if receives and receives >= limit:
             dlq = settings.dead_letter_queue_name(handler)
             now = utcnow()
-            error = ErrorInfo(type="DeadLettered", kind="terminal",
-                              message=f"{reason}; the message moved to {dlq} (replay with `pudato dlq replay {handler}`)")
-            result = Result(job_id=ids["job_id"], step_id=ids["step_id"], handler=handler, action=ids["action"],
-                            status="failed", started_at=now, finished_at=now, error=error)
+            error = ErrorInfo(
+                type="DeadLettered",
+                kind="terminal",
+                message=f"{reason}; the message moved to {dlq} (replay with `pudato dlq replay {handler}`)",
+            )
+            result = Result(
+                job_id=ids["job_id"],
+                step_id=ids["step_id"],
+                handler=handler,
+                action=ids["action"],
+                status="failed",
+                started_at=now,
+                finished_at=now,
+                error=error,
+            )
             signals.record_result(self, result)

@@ -17,10 +17,10 @@ import random
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from celery.backends.base import KeyValueStoreBackend
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pudato.protocol import utcnow
@@ -32,7 +32,7 @@ from pudato.settings import get_settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_OUTAGE_S = 600.0
-_table = ResultEntry.__table__
+_table = cast(Table, ResultEntry.__table__)
 
 
 class RegistryResultBackend(KeyValueStoreBackend):

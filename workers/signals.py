@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery import signals
 
@@ -28,6 +29,19 @@ from pudato.settings import get_settings
 from workers.identity import identify
 
 log = logging.getLogger(__name__)
+
+Receiver = TypeVar("Receiver", bound=Callable[..., None])
+
+
+def on(*celery_signals: Any) -> Callable[[Receiver], Receiver]:
+    """``signal.connect`` as a decorator that keeps the receiver's type (Celery ships no types)."""
+
+    def connect(receiver: Receiver) -> Receiver:
+        for signal in celery_signals:
+            signal.connect(receiver)
+        return receiver
+
+    return connect
 
 _recorder: StepRecorder | None = None
 _publisher: Publisher | None = None
@@ -82,7 +96,7 @@ def _update(task: Any, event: str, kwargs: dict[str, Any] | None, **fields: Any)
     )
 
 
-@signals.before_task_publish.connect
+@on(signals.before_task_publish)
 def carry_job_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
     from celery import current_task
 
@@ -99,13 +113,13 @@ def carry_job_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
     headers[JOB_HEADER] = headers.get("root_id") or headers.get("id")
 
 
-@signals.task_prerun.connect
+@on(signals.task_prerun)
 def step_started(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     if _is_step(task):
         recorder().record(_update(task, "started", kwargs, started_at=utcnow()))
 
 
-@signals.task_success.connect
+@on(signals.task_success)
 def step_succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
     if not _is_step(sender):
         return
@@ -113,7 +127,7 @@ def step_succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
     _finish(sender, sender.request.kwargs, outcome)
 
 
-@signals.task_failure.connect
+@on(signals.task_failure)
 def step_failed(sender: Any = None, exception: BaseException | None = None, kwargs: Any = None, **_: Any) -> None:
     if not _is_step(sender):
         return
@@ -125,15 +139,14 @@ def step_failed(sender: Any = None, exception: BaseException | None = None, kwar
     _finish(sender, kwargs, outcome)
 
 
-@signals.task_retry.connect
+@on(signals.task_retry)
 def step_retried(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
     if _is_step(sender):
         recorder().record(_update(sender, "retried", request.kwargs if request else None,
                                   error={"type": "Retry", "message": str(reason)}))
 
 
-@signals.worker_process_shutdown.connect
-@signals.worker_shutdown.connect
+@on(signals.worker_process_shutdown, signals.worker_shutdown)
 def flush_on_shutdown(**_: Any) -> None:
     if _publisher is not None:
         _publisher.drain.close(timeout=5.0)

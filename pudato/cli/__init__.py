@@ -163,9 +163,12 @@ def run(
 @app.command()
 def rerun(
     job_id: str,
-    latest: bool = typer.Option(False, "--latest", help="Run today's code: the ref's current head, not the recorded SHA."),
-    latest_data: bool = typer.Option(False, "--latest-data",
-                                     help="Read today's inputs, not each at its recorded version."),
+    latest: bool = typer.Option(
+        False, "--latest", help="Run today's code: the ref's current head, not the recorded SHA."
+    ),
+    latest_data: bool = typer.Option(
+        False, "--latest-data", help="Read today's inputs, not each at its recorded version."
+    ),
     wait: bool = typer.Option(True, help="Wait for the job and show it."),
     as_json: bool = typer.Option(False, "--json"),
     timeout: float = 600.0,
@@ -208,8 +211,10 @@ def schedules_list(as_json: bool = typer.Option(False, "--json")) -> None:
     for row in rows:
         when = row["cron"] or f"every {row['every_s']:g}s"
         state = "active" if row["enabled"] else "paused"
-        typer.echo(f"{row['name']:<28} {state:<7} {when:<18} next {row['next_run_at']}  last {row['last_run_at']}"
-                   f"  runs {row['run_count']}  {json.dumps(row['target'])}")
+        typer.echo(
+            f"{row['name']:<28} {state:<7} {when:<18} next {row['next_run_at']}  last {row['last_run_at']}"
+            f"  runs {row['run_count']}  {json.dumps(row['target'])}"
+        )
 
 
 @schedules_app.command("add")
@@ -231,8 +236,9 @@ def schedules_add(
     from pudato.settings import get_settings
 
     try:
-        spec = schedules.ScheduleSpec(pipeline=pipeline, repo=repo, ref=ref, step=json.loads(step) if step else None,
-                                      cron=cron, every_s=every)
+        spec = schedules.ScheduleSpec(
+            pipeline=pipeline, repo=repo, ref=ref, step=json.loads(step) if step else None, cron=cron, every_s=every
+        )
     except ValidationError as exc:
         raise InvalidCommand(describe_validation_error(exc, "schedule")) from None
     except ValueError as exc:
@@ -348,8 +354,10 @@ def queues(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     typer.echo(f"{'queue':<20} {'visible':>8} {'in flight':>10} {'delayed':>8} {'dead':>6}")
     for row in rows:
-        typer.echo(f"{row['queue']:<20} {row['visible']:>8} {row['in_flight']:>10} {row['delayed']:>8} "
-                   f"{row['dead_letters']:>6}")
+        typer.echo(
+            f"{row['queue']:<20} {row['visible']:>8} {row['in_flight']:>10} {row['delayed']:>8} "
+            f"{row['dead_letters']:>6}"
+        )
 
 
 @dlq_app.command("list")
@@ -424,8 +432,11 @@ def main() -> None:
             traceback.print_exc()
         if isinstance(exc, SQLAlchemyError):
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            typer.echo(f"Error: the registry database failed: {reason} "
-                       "(is PUDATO_REGISTRY__URL right, and has `pudato registry upgrade` run?)", err=True)
+            typer.echo(
+                f"Error: the registry database failed: {reason} "
+                "(is PUDATO_REGISTRY__URL right, and has `pudato registry upgrade` run?)",
+                err=True,
+            )
         else:
             first = (str(exc).strip().splitlines() or [""])[0]
             typer.echo(f"Error: {type(exc).__name__}: {first} (--debug shows the traceback)", err=True)

@@ -169,7 +169,9 @@ class Handler:
             outputs=outcome.outputs,
             executions=outcome.executions,
             data=outcome.data,
-            events=[e.model_copy(update={"job_id": command.job_id, "step_id": command.step_id}) for e in outcome.events],
+            events=[
+                e.model_copy(update={"job_id": command.job_id, "step_id": command.step_id}) for e in outcome.events
+            ],
             logic_version=outcome.logic_version or command.logic_version,
             error=error,
         )

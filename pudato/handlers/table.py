@@ -6,7 +6,6 @@ and quoted; values always travel as statement parameters.
 
 from __future__ import annotations
 
-import builtins
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -162,7 +161,7 @@ class TableHandler(WarehouseHandler):
         )
 
     @action("list", ListPayload)
-    def list(self, payload: ListPayload) -> Outcome:
+    def list_tables(self, payload: ListPayload) -> Outcome:
         with self.warehouse.session(read_only=True) as session:
             found = [
                 {"table": n.qualified, "kind": kind, **({"rows": session.count(n)} if kind == "table" else {})}
@@ -211,7 +210,7 @@ class TableHandler(WarehouseHandler):
 
     def _matched_rows(
         self, session: Session, name: TableName, rows: Sequence[Row], required: Sequence[str] = ()
-    ) -> tuple[TableName, dict[str, str], builtins.list[Row]]:
+    ) -> tuple[TableName, dict[str, str], list[Row]]:
         """The table's stored name, its column types, and the rows keyed by stored column names.
 
         Payload names match columns case-insensitively, as DuckDB's do; unknown ones are refused.

@@ -14,8 +14,11 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        ({"action": "frobnicate", "payload": {}},
-         "unknown action 'frobnicate' for the storage handler; known actions: copy, delete, get, head, list, ping, put"),
+        (
+            {"action": "frobnicate", "payload": {}},
+            "unknown action 'frobnicate' for the storage handler; "
+            "known actions: copy, delete, get, head, list, ping, put",
+        ),
         ({"action": "head", "payload": {}}, "invalid payload for storage.head: key: Field required"),
         ({"action": "list", "payload": {"limit": "lots"}}, "limit: Input should be a valid integer"),
         ({"action": "put", "payload": {"key": "x", "content": "a", "surprise": 1}}, "surprise: Extra inputs"),

@@ -3,6 +3,7 @@ duplicates, storms or gaps. Every fired job is recorded with what triggered it."
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -26,10 +27,11 @@ def _start_beat(stack, label: str) -> subprocess.Popen:
     env = {**os.environ, **stack.env, "PUDATO_BEAT__LEASE_TTL_S": "3",
            "PUDATO_BEAT__SCHEDULES": json.dumps({NAME: {"step": {"handler": "storage", "action": "ping"},
                                                         "every_s": EVERY_S}})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO", "--pidfile=",
-         "-s", str(stack.state / f"beat-{label}.db")],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), start_new_session=True)
+    with open(log, "ab") as stderr:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO", "--pidfile=",
+             "-s", str(stack.state / f"beat-{label}.db")],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     process.log = log
     return process
 
@@ -42,7 +44,7 @@ def _slots(stack) -> list[datetime]:
 
 def _assert_every_slot_once(slots: list[datetime]) -> None:
     assert len(slots) == len(set(slots)), f"a slot fired twice: {slots}"
-    gaps = [(b - a).total_seconds() for a, b in zip(slots, slots[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(slots)]
     assert all(abs(gap - EVERY_S) < 0.01 for gap in gaps), f"a slot was missed: {gaps}"
 
 

@@ -37,7 +37,9 @@ def _step(stack, job_id: str) -> dict:
 
 def _restart_query_worker(stack, **env: str) -> None:
     devstack.stop(stack.workers["query"])
-    process = devstack.start_worker("query", {**stack.env, **env}, log_dir=stack.state / "logs" / str(time.monotonic_ns()))
+    process = devstack.start_worker(
+        "query", {**stack.env, **env}, log_dir=stack.state / "logs" / str(time.monotonic_ns())
+    )
     devstack.wait_for_worker(process, "query")
     stack.workers["query"] = process
 
@@ -77,16 +79,23 @@ def test_a_worker_killed_mid_task_loses_nothing_and_the_step_completes_once(stac
 
 def test_a_poison_message_is_dead_lettered_failed_and_replayed(stack, query_queue):
     sqs, url = query_queue
-    dlq_arn = json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
-                         ["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"]
-    _set_attributes(stack, sqs, url, {
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2})})
+    dlq_arn = json.loads(
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"]
+    )["deadLetterTargetArn"]
+    _set_attributes(
+        stack, sqs, url, {"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2})}
+    )
     _restart_query_worker(stack, PUDATO_BROKER__QUEUES__QUERY__MAX_RECEIVE_COUNT="2")
     settings = stack.settings()
     job = jobs.submit(jobs.step("query", "run", sql=SLOW_SQL))
     for attempt in (1, 2):  # the pool process dies on every receive: a poison message
-        _wait_for(lambda: _step(stack, job.job_id)["attempts"] == attempt
-                  and _step(stack, job.job_id)["status"] == "running", 60, f"attempt {attempt} never started")
+        _wait_for(
+            lambda attempt=attempt: (
+                _step(stack, job.job_id)["attempts"] == attempt and _step(stack, job.job_id)["status"] == "running"
+            ),
+            60,
+            f"attempt {attempt} never started",
+        )
         children = subprocess.run(["pgrep", "-P", str(stack.workers["query"].pid)], capture_output=True, text=True)
         for pid in children.stdout.split():
             os.kill(int(pid), signal.SIGKILL)
@@ -101,8 +110,11 @@ def test_a_poison_message_is_dead_lettered_failed_and_replayed(stack, query_queu
     assert [d["job_id"] for d in dead] == [job.job_id]
     assert dead[0]["command"]["payload"]["sql"] == SLOW_SQL
     assert queues.replay(settings, "query") == 1
-    replayed = _wait_for(lambda: (j := stack.registry.job(job.job_id))["status"] == "succeeded" and j, 120,
-                         "the replayed step did not succeed")
+    replayed = _wait_for(
+        lambda: (j := stack.registry.job(job.job_id))["status"] == "succeeded" and j,
+        120,
+        "the replayed step did not succeed",
+    )
     assert replayed["steps"][0]["status"] == "succeeded"
     assert not queues.dead_letters(settings, "query")
 

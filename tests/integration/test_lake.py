@@ -23,7 +23,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 WAREHOUSE_HANDLERS = ("table", "query", "transform")
 ROWS = "id,name,amount\n" + "".join(f"{i},name {i},{i * 1.5}\n" for i in range(1, 501))
-PROJECT = "name: hosts\nversion: '1.0.0'\nconfig-version: 2\nprofile: hosts\nmodels:\n  hosts:\n    +materialized: table\n"
+PROJECT = (
+    "name: hosts\nversion: '1.0.0'\nconfig-version: 2\nprofile: hosts\nmodels:\n  hosts:\n    +materialized: table\n"
+)
 SOURCES = "version: 2\nsources:\n  - name: raw\n    schema: main\n    tables:\n      - name: lake_people\n"
 MODEL = "select count(*) as n, sum(amount) as total from {{ source('raw', 'lake_people') }}\n"
 
@@ -122,8 +124,14 @@ def test_a_table_loaded_on_one_host_is_queried_and_built_on_by_dbt_on_the_other(
     assert source["facets"]["version"]  # the S3 version id
     assert len(source["facets"]["sha256"]) == 64
 
-    query = _only_step(jobs.wait(jobs.submit(jobs.step(
-        "query", "run", sql="select count(*) as n, sum(amount) as total from lake_people")).job_id, timeout=180))
+    query = _only_step(
+        jobs.wait(
+            jobs.submit(
+                jobs.step("query", "run", sql="select count(*) as n, sum(amount) as total from lake_people")
+            ).job_id,
+            timeout=180,
+        )
+    )
     assert _host_of(query) == "b"
     assert query["data"]["rows"] == [[500, 187875.0]]
     (read,) = query["inputs"]

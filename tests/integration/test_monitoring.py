@@ -57,12 +57,13 @@ class Flower:
     def __init__(self, stack: Any) -> None:
         self.port = devstack.free_port()
         self.log = stack.state / f"flower-{self.port}.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={self.port}",
-             "--address=127.0.0.1", "--inspect_timeout=5000"],
-            env={**os.environ, **stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}, cwd=REPO,
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), start_new_session=True,
-        )
+        with open(self.log, "ab") as stderr:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={self.port}",
+                 "--address=127.0.0.1", "--inspect_timeout=5000"],
+                env={**os.environ, **stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}, cwd=REPO,
+                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+            )
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=30) as response:

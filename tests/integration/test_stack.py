@@ -6,6 +6,7 @@ Procfile under honcho in a temp folder, on free ports, and moto alone for its st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -49,10 +50,8 @@ def root() -> Iterator[Path]:
         yield folder
     finally:
         for pid, _ in _processes_in(folder):  # only if a test failed half-way: what it started, by pid
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -112,7 +112,9 @@ def test_each_commit_records_its_own_sha_and_version_column(stack, tiny):
 
 
 def test_two_shas_at_once_on_two_transform_workers(stack, tiny):
-    second = devstack.start_worker("transform", stack.env, log_dir=stack.state / "logs" / "transform2", name="transform2")
+    second = devstack.start_worker(
+        "transform", stack.env, log_dir=stack.state / "logs" / "transform2", name="transform2"
+    )
     try:
         devstack.wait_for_worker(second, "transform2")
         submitted = {

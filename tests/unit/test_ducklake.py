@@ -60,7 +60,12 @@ def test_defaults_put_the_catalog_beside_the_registry_and_data_beside_storage(tm
     postgres = settings.model_copy(update={"registry": settings.registry.model_copy(
         update={"url": "postgresql+psycopg2://reg:s3cret@db.example:5433/pudato"})})  # fmt: skip
     catalog = catalog_from_settings(postgres)
-    assert (catalog.kind, catalog.database, catalog.host, catalog.port) == ("postgres", "pudato_lake", "db.example", 5433)
+    assert (catalog.kind, catalog.database, catalog.host, catalog.port) == (
+        "postgres",
+        "pudato_lake",
+        "db.example",
+        5433,
+    )
     assert "s3cret" not in catalog.describe()
     assert "password=s3cret" in catalog.attach_path()
 
@@ -117,7 +122,7 @@ def test_a_gone_snapshot_names_the_dataset_and_the_version(settings: Settings) -
     assert before_it_existed.value.snapshot == created - 1
     with pytest.raises(SnapshotGone, match="999"), lake.session_at(999):
         pass
-    with pytest.raises(SnapshotGone, match="main.t"), lake.session_at(999, tables=["t"]):
+    with pytest.raises(SnapshotGone, match=r"main\.t"), lake.session_at(999, tables=["t"]):
         pass
 
 
@@ -156,8 +161,13 @@ def test_queries_share_one_sandboxed_instance_that_sees_new_commits_and_no_files
     _run(tables, "load", table="first", key="a.csv")
     assert _run(queries, "run", sql="select count(*) from first").data["rows"] == [[1]]
     for attempt in range(2):  # the shared instance stays sandboxed, query after query
-        refused = queries.execute(Command(handler="query", action="run",
-                                          payload={"sql": f"select * from read_csv('{settings.storage.local_root}/a.csv')"}))
+        refused = queries.execute(
+            Command(
+                handler="query",
+                action="run",
+                payload={"sql": f"select * from read_csv('{settings.storage.local_root}/a.csv')"},
+            )
+        )
         assert refused.error is not None
         assert refused.error.type == "UnsafeInput", (attempt, refused.error)
     _run(tables, "load", table="second", key="a.csv")  # committed after the instance was opened

@@ -87,11 +87,11 @@ def test_checkout_per_sha_is_clean_and_reused(backend: GitLogicRepository, origi
     (first.path / "target" / "manifest.json").write_text("{}")
     backend.checkout(origin["url"], origin["A"])
     (first.path / "model.sql").write_text("select 'tampered'\n")
-    with pytest.raises(CheckoutCorrupted, match="model.sql"):
+    with pytest.raises(CheckoutCorrupted, match=r"model\.sql"):
         backend.checkout(origin["url"], origin["A"])
     (first.path / "model.sql").write_text("select 'A'\n")
     (first.path / "extra.sql").write_text("select 1\n")
-    with pytest.raises(CheckoutCorrupted, match="extra.sql"):
+    with pytest.raises(CheckoutCorrupted, match=r"extra\.sql"):
         backend.checkout(origin["url"], origin["A"])
 
 

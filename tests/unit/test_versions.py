@@ -24,8 +24,18 @@ def _load(registry: Registry, job_id: str, snapshot: int, rows: int, status: str
                         logic_version="a" * 40)
     registry.apply(StepUpdate(event="started", step_id=f"{job_id}-load", job_id=job_id, handler="table",
                               action="load"))
-    registry.apply(StepUpdate(event="finished", step_id=f"{job_id}-load", job_id=job_id, handler="table",
-                              action="load", status=status, inputs=[raw], outputs=[table] if status == "succeeded" else []))
+    registry.apply(
+        StepUpdate(
+            event="finished",
+            step_id=f"{job_id}-load",
+            job_id=job_id,
+            handler="table",
+            action="load",
+            status=status,
+            inputs=[raw],
+            outputs=[table] if status == "succeeded" else [],
+        )
+    )
 
 
 @pytest.mark.parametrize(
@@ -47,7 +57,9 @@ def test_history_lists_each_written_version_with_its_job_step_and_sha(registry):
     _load(registry, "job-3", 12, 7, status="failed")
     rows = versions.history(registry, "ducklake://lake/main.a")
     assert [(r["job_id"], r["step_id"], r["version"], r["rows"]) for r in rows] == [
-        ("job-1", "job-1-load", "4", 2), ("job-2", "job-2-load", "9", 5)]
+        ("job-1", "job-1-load", "4", 2),
+        ("job-2", "job-2-load", "9", 5),
+    ]
     assert {r["logic_version"] for r in rows} == {"a" * 40}
     assert versions.history(registry, "main.a") == rows
     assert versions.history(registry, "duckdb://other/main.a") == []

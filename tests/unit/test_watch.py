@@ -95,8 +95,9 @@ def test_watch_prints_each_change_in_order_and_returns_the_finished_job(registry
     assert lines[-1].startswith("  3. query.run") and lines[-1].endswith("12 ms")
     assert any(line.startswith("  2. table.load") and line.endswith("1.2 s") for line in lines)
     # The last bar comes after the last step started, and nothing is printed twice in a row.
-    assert lines.index("[####################] 3/3 steps") > lines.index(next(l for l in lines if "query.run" in l
-                                                                              and "running" in l))
+    assert lines.index("[####################] 3/3 steps") > lines.index(
+        next(line for line in lines if "query.run" in line and "running" in line)
+    )
     assert all(a != b for a, b in itertools.pairwise(lines))
 
 
@@ -155,9 +156,15 @@ def test_a_job_that_does_not_finish_times_out(registry: Registry) -> None:
 def test_render_and_bar() -> None:
     assert progress_bar(3, 6) == "[##########----------] 3/6 steps"
     assert progress_bar(0, 0) == "[--------------------] 0/0 steps"
-    job = {"id": "j", "name": None, "status": "running", "step_count": 2,
-           "steps": [{"handler": "storage", "action": "put", "name": "raw", "status": "succeeded",
-                      "duration_ms": 65_000.0}]}
+    job = {
+        "id": "j",
+        "name": None,
+        "status": "running",
+        "step_count": 2,
+        "steps": [
+            {"handler": "storage", "action": "put", "name": "raw", "status": "succeeded", "duration_ms": 65_000.0}
+        ],
+    }
     lines = render(job)
     assert lines[0] == "job j running"
     assert lines[1] == "[##########----------] 1/2 steps"

@@ -43,4 +43,5 @@ class CatalogBackend:
 
 def catalog_backend(settings: Settings) -> CatalogBackend:
     cls = load_backend("catalog", BACKENDS, settings.catalog.backend)
-    return cls.from_settings(settings)  # type: ignore[no-any-return]
+    backend: CatalogBackend = cls.from_settings(settings)
+    return backend

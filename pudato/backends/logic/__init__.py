@@ -135,7 +135,7 @@ def _ref_problem(ref: str) -> str | None:
     for sequence in ("..", "@{", "//"):
         if sequence in ref:
             return f"it contains {sequence!r}"
-    if ref.startswith("/") or ref.endswith("/") or ref.endswith("."):
+    if ref.startswith("/") or ref.endswith(("/", ".")):
         return "it starts or ends with '/' or ends with '.'"
     for component in ref.split("/"):
         if component.startswith(".") or component.endswith(".lock"):
@@ -161,4 +161,5 @@ def logic_backend(settings: Settings) -> LogicRepository:
     # One backend (git) today; a settings field can pick another once there is one.
     name = getattr(settings.logic, "backend", "git")
     cls = load_backend("logic", BACKENDS, name)
-    return cls.from_settings(settings)
+    backend: LogicRepository = cls.from_settings(settings)
+    return backend

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import git
@@ -77,10 +77,7 @@ class GitLogicRepository(LogicRepository):
     def resolve(self, url: str, ref: str) -> str:
         url = self._check_url(url)
         ref = check_ref(ref)
-        if is_sha(ref):
-            sha = ref.lower()
-        else:
-            sha = self._ls_remote(url, ref)
+        sha = ref.lower() if is_sha(ref) else self._ls_remote(url, ref)
         self._ensure_commit(url, sha, ref)
         return sha
 
@@ -152,10 +149,8 @@ class GitLogicRepository(LogicRepository):
             self._fetch(url, mirror, ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], prune=True)
             if not self.has_commit(url, sha):
                 # Not on a branch or tag: ask for the commit itself (servers may refuse).
-                try:
+                with suppress(BackendUnavailable):
                     self._fetch(url, mirror, [f"{sha}:refs/pudato/commits/{sha}"], prune=False)
-                except BackendUnavailable:
-                    pass
             if not self.has_commit(url, sha):
                 raise NotFound(f"ref {ref!r} not found in {url}", url=url, ref=ref)
             self._git(["--git-dir", str(mirror), "update-ref", f"refs/pudato/commits/{sha}", sha])

@@ -115,9 +115,9 @@ class StorageBackend:
     def local_path(self, key: str, version: str | None = None) -> Iterator[Path]:
         """A local file with the object's bytes, for engines that read files."""
         raise NotImplementedError
-        yield  # pragma: no cover
 
 
 def storage_backend(settings: Settings) -> StorageBackend:
     cls = load_backend("storage", BACKENDS, settings.storage.backend)
-    return cls.from_settings(settings)
+    backend: StorageBackend = cls.from_settings(settings)
+    return backend

@@ -63,7 +63,8 @@ class S3Storage(StorageBackend):
     def get_bytes(self, key: str, version: str | None = None) -> bytes:
         check_key(key)
         with self._errors(key, version):
-            return self.client.get_object(Bucket=self.bucket, Key=key, **_version(version))["Body"].read()
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key, **_version(version))["Body"].read()
+            return body
 
     def head(self, key: str, version: str | None = None) -> ObjectInfo:
         check_key(key)

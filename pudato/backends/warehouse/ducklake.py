@@ -25,7 +25,7 @@ for snapshots older than the oldest job you may rerun.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,11 +322,15 @@ def ensure_catalog(settings: Settings) -> dict[str, str]:
         _create_database(lake.catalog)
     with lake.connect() as con:
         snapshot = con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()
-    return {"catalog": lake.catalog.describe(), "data_path": lake.data_path, "snapshot": str(snapshot[0] if snapshot else "")}
+    return {
+        "catalog": lake.catalog.describe(),
+        "data_path": lake.data_path,
+        "snapshot": str(snapshot[0] if snapshot else ""),
+    }
 
 
 def _create_database(catalog: Catalog) -> None:
-    import psycopg2  # type: ignore[import-untyped]  # lazy: only a PostgreSQL catalog needs it
+    import psycopg2  # lazy: only a PostgreSQL catalog needs it
     from psycopg2 import errors as pg_errors
     from psycopg2 import sql as pg_sql
 
@@ -335,16 +339,17 @@ def _create_database(catalog: Catalog) -> None:
         con = psycopg2.connect(dbname="postgres", **{k: v for k, v in connection_args.items() if v})
     except psycopg2.Error as exc:
         message = scrubbed(str(exc), (catalog.password or "",)) if catalog.password else str(exc)
-        raise ConfigurationError(f"cannot reach the lake's catalog server for {catalog.describe()}: {message}") from None
+        raise ConfigurationError(
+            f"cannot reach the lake's catalog server for {catalog.describe()}: {message}"
+        ) from None
     try:
         con.autocommit = True
         with con.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (catalog.database,))
             if cursor.fetchone() is None:
-                try:
+                # Another `infra up` may make it in the meantime.
+                with suppress(pg_errors.DuplicateDatabase):
                     cursor.execute(pg_sql.SQL("CREATE DATABASE {}").format(pg_sql.Identifier(catalog.database)))
-                except pg_errors.DuplicateDatabase:
-                    pass  # another `infra up` made it in the meantime
     finally:
         con.close()
 

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -70,7 +70,8 @@ def load_extension(con: duckdb.DuckDBPyConnection, name: str, directory: Path) -
         module = importlib.import_module(module_name)
     except ImportError:
         raise ConfigurationError(
-            f"DuckDB extension {name!r} is not installed: pip install {module_name.replace('_', '-')}=={duckdb.__version__}",
+            f"DuckDB extension {name!r} is not installed: "
+            f"pip install {module_name.replace('_', '-')}=={duckdb.__version__}",
             extension=name,
         ) from None
     files = sorted(Path(str(module.__file__)).parent.glob(f"extensions/v{duckdb.__version__}/*.duckdb_extension"))
@@ -266,7 +267,7 @@ class DuckDBEngine(WarehouseBackend):
     def _prepare_spare(self, future: Future[duckdb.DuckDBPyConnection]) -> None:
         try:
             future.set_result(self._open_now(read_only=True))
-        except Exception as exc:  # noqa: BLE001 - handed over whole to the caller that takes the spare
+        except Exception as exc:
             future.set_exception(exc)
 
     def _open_now(self, read_only: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -366,10 +367,8 @@ class DuckDBEngine(WarehouseBackend):
         try:
             yield session
         finally:
-            try:
+            with suppress(duckdb.Error):
                 con.rollback()
-            except duckdb.Error:
-                pass
 
     # -- versions ----------------------------------------------------------------------
 

@@ -98,7 +98,10 @@ class Session:
         if record:
             self.executions.append(
                 ExecutionRecord(
-                    engine=ENGINE, statement=sql, started_at=started_at, duration_ms=(time.perf_counter() - clock) * 1000
+                    engine=ENGINE,
+                    statement=sql,
+                    started_at=started_at,
+                    duration_ms=(time.perf_counter() - clock) * 1000,
                 )
             )
         return result
@@ -341,7 +344,9 @@ class Session:
             inserted += self.write(sql, [document, structure])
         return inserted
 
-    def upsert(self, name: TableName, types: dict[str, str], keys: Sequence[str], rows: Sequence[Row]) -> tuple[int, int]:
+    def upsert(
+        self, name: TableName, types: dict[str, str], keys: Sequence[str], rows: Sequence[Row]
+    ) -> tuple[int, int]:
         """Stage rows in a temp table shaped like the target, then MERGE: (inserted, updated).
 
         MERGE updates only the columns a row carries, so an upsert never blanks a column
@@ -367,7 +372,7 @@ class Session:
             # Keys are unique across the payload, so counting before each group's MERGE is exact.
             matched = f"SELECT count(*) FROM {stage} s WHERE EXISTS (SELECT 1 FROM {name.sql} t WHERE {on})"
             updated += self.rows(matched)[0][0]
-            updates = [f"{q} = s.{q}" for c, q in zip(order, quoted) if c not in keys]
+            updates = [f"{q} = s.{q}" for c, q in zip(order, quoted, strict=False) if c not in keys]
             when_matched = f" WHEN MATCHED THEN UPDATE SET {', '.join(updates)}" if updates else ""
             self.write(
                 f"MERGE INTO {name.sql} AS t USING {stage} AS s ON ({on}){when_matched} "

@@ -69,7 +69,9 @@ def base_tables(con: duckdb.DuckDBPyConnection, sql: str) -> list[list[str]]:
         raise translate_error(exc, sql) from None
     tree = json.loads(row[0]) if row else {}
     if tree.get("error"):
-        raise QueryFailed(f"DuckDB could not parse the SQL: {tree.get('error_message', 'unknown error')}", sql=sql[:200])
+        raise QueryFailed(
+            f"DuckDB could not parse the SQL: {tree.get('error_message', 'unknown error')}", sql=sql[:200]
+        )
     found: list[list[str]] = []
     ctes: set[str] = set()
 
