@@ -26,9 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pudato.backends.warehouse import TableName, check_identifier, quote_identifier
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import ENGINE, parse_statements
+from pudato.backends.warehouse.typed import csv_select
 from pudato.errors import InvalidCommand
 from pudato.handlers.base import Payload, action
-from pudato.handlers.csv_options import Format, format_for, utf8_file
+from pudato.handlers.csv_options import Format, format_for, normalize_names, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import (
     Command,
@@ -187,7 +188,10 @@ class QueryHandler(WarehouseHandler):
                 location = str(path.resolve())
             files.append(location)
             # A location we chose (an object URL, a storage file or our temp copy), not text from the message.
-            views[alias] = Session.read_sql(fmt, location)
+            if fmt == "csv":  # read as a load reads it: the same columns, types and rows
+                views[alias] = csv_select(location, self.storage.reference(source.key, info).uri, normalize_names)
+            else:
+                views[alias] = Session.read_sql(fmt, location)
         return views, inputs, files
 
     def _store(

@@ -257,3 +257,17 @@ def test_duckdb_is_not_in_the_message_of_an_unreadable_file(tables, storage):
     assert result.error.type == "InvalidCommand"
     assert "cannot read" in result.error.message
     assert "pudato-csv-" not in result.error.message
+
+
+@pytest.mark.parametrize("name", ["general_fund_revenue_fy2021-22.csv", "oxford_spend_2014_q1.csv"])
+def test_a_query_in_place_reads_a_csv_as_a_load_does(tables, settings, storage, name):
+    from pudato.handlers.query import QueryHandler
+
+    loaded = ok(run(tables, table="loaded", key=f"raw/{name}"))
+    query = QueryHandler(settings, storage, DuckDBWarehouse.from_settings(settings))
+    result = query.execute(Command(handler="query", action="run", job_id="job-1", payload={
+        "sql": "SELECT * FROM release", "sources": {"release": {"key": f"raw/{name}"}}, "limit": 5000,
+    }))
+    assert result.status == "succeeded", result.error
+    assert result.data["columns"] == [{"name": c["name"], "type": c["type"]} for c in loaded.data["columns"]]
+    assert result.data["row_count"] == loaded.data["rows"]

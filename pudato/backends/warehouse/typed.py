@@ -17,7 +17,7 @@ the handlers.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -106,18 +106,7 @@ def stage_file(
     delimiter: str | None = None,
 ) -> Staged:
     """Stage the file as a temp table; CSV fields stay text exactly as written."""
-    if fmt == "csv":
-        options = [
-            f"header = {str(header).lower()}",
-            "all_varchar = true",
-            "null_padding = true",
-            f"nullstr = {sql_string(_PADDING)}",
-        ]
-        if delimiter is not None:
-            options.append(f"delim = {sql_string(delimiter)}")
-        reader = f"read_csv({sql_string(location)}, {', '.join(options)})"
-    else:
-        reader = Session.read_sql(fmt, location)
+    reader = _csv_reader(location, header, delimiter) if fmt == "csv" else Session.read_sql(fmt, location)
     try:
         session.execute(f"CREATE OR REPLACE TEMP TABLE {RAW} AS SELECT * FROM {reader}", record=False)
     except PudatoError as exc:
@@ -139,6 +128,42 @@ def stage_file(
                 for r, f in session.rows(f"SELECT rowid + 1, {present} {short} ORDER BY rowid LIMIT {_SAMPLE}")
             ]
     return staged
+
+
+def _csv_reader(location: str, header: bool, delimiter: str | None) -> str:
+    """Every field as text, as written; a field missing from a short record is NULL, an empty one ''."""
+    options = [f"header = {str(header).lower()}", "all_varchar = true", "null_padding = true",
+               f"nullstr = {sql_string(_PADDING)}"]
+    if delimiter is not None:
+        options.append(f"delim = {sql_string(delimiter)}")
+    return f"read_csv({sql_string(location)}, {', '.join(options)})"
+
+
+def csv_select(location: str, label: str, names_for: Callable[[list[str]], list[str]]) -> str:
+    """A load's reading of a CSV file (no contract) as one subquery, so a query in place sees what a load stores.
+
+    Same reader, same header names (``names_for``), same types inferred from
+    every value, blank records left out. The inference runs on a private
+    in-memory instance, before the query's sandbox is closed.
+    """
+    import duckdb
+
+    scratch = Session(duckdb.connect(":memory:"), "memory")
+    try:
+        staged = stage_file(scratch, "csv", location, label)
+        names = names_for(staged.headers)
+        rules = TextRules()
+        reads = [ColumnRead(n, h) for h, n in zip(staged.headers, names, strict=True)]
+        types = infer_types(scratch, staged, reads, rules)
+    finally:
+        scratch.con.close()
+    columns = ", ".join(
+        f"CAST({parse_expression(_token(quote_identifier(h), True, rules), types[n], None, rules)} AS {types[n]}) "
+        f"AS {quote_identifier(n)}"
+        for h, n in zip(staged.headers, names, strict=True)
+    )
+    reader = _csv_reader(location, True, None)
+    return f"(SELECT {columns} FROM {reader} WHERE NOT ({_blank(staged.headers)}))"
 
 
 def _read_error(exc: PudatoError, fmt: str, location: str, label: str) -> PudatoError:
