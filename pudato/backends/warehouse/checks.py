@@ -83,6 +83,8 @@ def check_rows(
                 cases.append(f"WHEN EXISTS (SELECT 1 FROM {existing.sql} x WHERE {on}) THEN 'unique'")
         e_cols.append(f"CASE {' '.join(cases)} END AS {_alias('e', i)}")
     where = f"WHERE NOT ({_blank(staged.headers)})" if skip_blank else ""
+    # Only what the report and the writes need: the original fields stay in the staged table.
+    kept = ", ".join(["__pudato_row"] + [_alias(k, i) for i in range(len(columns)) for k in ("t", "v", "e")])
     bad = " OR ".join(f"{_alias('e', i)} IS NOT NULL" for i in range(len(columns))) or "false"
     session.execute(
         f"CREATE OR REPLACE TEMP TABLE {CHECKED} AS "
@@ -90,7 +92,7 @@ def check_rows(
         f"v AS (SELECT *, {', '.join(v_cols)} FROM t), "
         f"w AS (SELECT *{window} FROM v), "
         f"e AS (SELECT *, {', '.join(e_cols)} FROM w) "
-        f"SELECT *, ({bad}) AS __pudato_bad FROM e",
+        f"SELECT {kept}, ({bad}) AS __pudato_bad FROM e",
         record=False,
     )
     return _report(session, columns)
@@ -138,7 +140,8 @@ def _expected(column: ColumnRead, reason: str) -> str:
 
 def good_rows(columns: Sequence[ColumnRead]) -> str:
     select = ", ".join(f"{_alias('v', i)} AS {quote_identifier(c.name)}" for i, c in enumerate(columns))
-    return f"SELECT {select} FROM {CHECKED} WHERE NOT __pudato_bad ORDER BY __pudato_row"
+    # The checked table holds the rows in file order already; no sort needed.
+    return f"SELECT {select} FROM {CHECKED} WHERE NOT __pudato_bad"
 
 
 def write_rows(
@@ -196,11 +199,11 @@ def write_rejected(
         f"CASE WHEN {_alias('e', i)} IS NOT NULL THEN {sql_string(c.name + ': ')} || {_alias('e', i)} END"
         for i, c in enumerate(columns)
     )
-    record = ", ".join(f"{sql_string(h)}, {quote_identifier(h)}" for h in staged.headers)
+    record = ", ".join(f"{sql_string(h)}, r.{quote_identifier(h)}" for h in staged.headers)
     count = session.write(
         f"INSERT INTO {target.sql} SELECT ?, ?, __pudato_row, concat_ws('; ', {reasons}), "
         f"CAST(json_object({record}) AS VARCHAR), ?, CAST(now() AS TIMESTAMP) "
-        f"FROM {CHECKED} WHERE __pudato_bad ORDER BY __pudato_row",
+        f"FROM {CHECKED} c JOIN {RAW} r ON r.rowid = c.__pudato_row - 1 WHERE c.__pudato_bad ORDER BY __pudato_row",
         [source, source_version, job_id],
     )
     return target, count
