@@ -69,8 +69,6 @@ class Staged:
     blank: int = 0
     short: list[dict[str, int]] = field(default_factory=list)
     short_count: int = 0
-    # DuckDB's own type sniffing of the same file: a fast first guess, checked exactly afterwards.
-    sniff: str | None = None
 
 
 @dataclass
@@ -119,9 +117,6 @@ def stage_file(
         headers, {d[0]: str(d[1]) for d in described}, fmt == "csv", _count(session, f"SELECT count(*) FROM {RAW}")
     )
     if fmt == "csv":
-        options = f", delim = {sql_string(delimiter)}" if delimiter is not None else ""
-        staged.sniff = (f"read_csv({sql_string(location)}, header = {str(header).lower()}, null_padding = true, "
-                        f"sample_size = -1{options})")
         staged.blank = _count(session, f"SELECT count(*) FROM {RAW} WHERE {_blank(headers)}")
         if len(headers) > 1:
             last = quote_identifier(headers[-1])
@@ -251,78 +246,56 @@ def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead],
 
     Codes with leading zeros (``02``) stay text; dates are taken only in ISO form
     or in the column's declared format, so ``03/04/2011`` is never read as either.
-    With the default text rules, DuckDB's own sniffer first rules out the text
-    columns (fast); every type it suggests is then checked exactly.
+    A sample first rules out the columns that hold text (one value that is no
+    number, date or boolean is enough); the others are checked over every value
+    in one pass.
     """
     found: dict[str, str] = {}
     wanted = [c for c in columns if c.type is None and c.source is not None]
     if not staged.text:
         return {c.name: staged.types[c.source or ""] for c in wanted}
-    guesses = _sniffed(session, staged) if rules == TextRules() else None
-    if guesses is not None:
-        for c in list(wanted):
-            guess = base_type(guesses.get(c.source or "", "VARCHAR"))
-            if not c.format and guess not in _INTEGERS | _FLOATS | {"DECIMAL", "DATE", "BOOLEAN"}:
-                found[c.name] = "VARCHAR"
-                wanted.remove(c)
     if not wanted:
         return found
-    inner = ", ".join(
-        f"{_token(quote_identifier(c.source or ''), True, rules)} AS {_alias('t', i)}" for i, c in enumerate(wanted)
-    )
-    source = f"(SELECT {inner} FROM {RAW} WHERE NOT ({_blank(staged.headers)}))"
-    # First pass, cheap casts only: most text columns are ruled out here.
-    first = []
-    for i, c in enumerate(wanted):
-        t = _alias("t", i)
+    tokens = {c.name: _token(quote_identifier(c.source or ""), True, rules) for c in wanted}
+
+    def typed_somehow(c: ColumnRead) -> str:
+        t = tokens[c.name]
         dated = f"try_strptime(trim({t}), {sql_string(c.format)})" if c.format else f"TRY_CAST(trim({t}) AS DATE)"
-        first += [f"count({t})", f"count(TRY_CAST({_number(t, rules)} AS DOUBLE))", f"count({dated})",
-                  f"count(*) FILTER (lower(trim({t})) IN ('true', 'false'))"]
-    counts = [int(v) for v in session.rows(f"SELECT {', '.join(first)} FROM {source}")[0]]
-    # Second pass, exact shapes, only for the columns that could be numbers or ISO dates.
-    second, asked = [], []
+        return (f"bool_and({t} IS NULL OR TRY_CAST({_number(t, rules)} AS DOUBLE) IS NOT NULL "
+                f"OR {dated} IS NOT NULL OR lower(trim({t})) IN ('true', 'false'))")
+
+    sampled = session.rows(
+        f"SELECT {', '.join(typed_somehow(c) for c in wanted)} FROM {RAW} USING SAMPLE 2048 ROWS"
+    )[0]
+    for c, maybe in zip(list(wanted), sampled, strict=True):
+        if maybe is False:
+            found[c.name] = "VARCHAR"
+            wanted.remove(c)
+    if not wanted:
+        return found
+    inner = ", ".join(f"{tokens[c.name]} AS {_alias('t', i)}" for i, c in enumerate(wanted))
+    source = f"(SELECT {inner} FROM {RAW} WHERE NOT ({_blank(staged.headers)}))"
+    aggregates = []
     for i, c in enumerate(wanted):
-        n_, numbers, dates, bools = counts[i * 4 : i * 4 + 4]
         t = _alias("t", i)
-        if n_ and numbers == n_:
-            n = _number(t, rules)
-            plain = f"NOT regexp_matches({n}, '^[+-]?0[0-9]')"
-            second += [
-                f"count(*) FILTER (regexp_full_match({n}, '[+-]?[0-9]{{1,18}}') AND {plain})",
-                f"count(*) FILTER (regexp_full_match({n}, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)') AND {plain})",
-                f"coalesce(max(length(regexp_extract({n}, '[.]([0-9]*)$', 1))), 0)",
-                f"coalesce(max(length(regexp_extract({n}, '^[+-]?([0-9]*)', 1))), 0)",
-            ]
-            asked.append((i, "number"))
-        elif n_ and dates == n_ and not c.format:
-            second.append(f"count(*) FILTER (regexp_full_match(trim({t}), {_ISO_DATE}))")
-            asked.append((i, "date"))
-        else:
-            found[c.name] = _narrowest(n_, 0, 0, 0, 0, dates, bools, c.format)
-    exact = [int(v) for v in session.rows(f"SELECT {', '.join(second)} FROM {source}")[0]] if second else []
-    at = 0
-    for i, kind in asked:
-        n_, _, _, bools = counts[i * 4 : i * 4 + 4]
-        if kind == "number":
-            ints, decs, scale, digits = exact[at : at + 4]
-            at += 4
-            found[wanted[i].name] = _narrowest(n_, ints, decs, scale, digits, 0, bools, None)
-        else:
-            found[wanted[i].name] = _narrowest(n_, 0, 0, 0, 0, exact[at], bools, None)
-            at += 1
+        n = _number(t, rules)
+        plain = f"NOT regexp_matches({n}, '^[+-]?0[0-9]')"
+        dated = (f"try_strptime(trim({t}), {sql_string(c.format)}) IS NOT NULL" if c.format
+                 else f"regexp_full_match(trim({t}), {_ISO_DATE}) AND TRY_CAST(trim({t}) AS DATE) IS NOT NULL")
+        aggregates += [
+            f"count({t})",
+            f"count(*) FILTER (regexp_full_match({n}, '[+-]?[0-9]{{1,18}}') AND {plain})",
+            f"count(*) FILTER (regexp_full_match({n}, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)') AND {plain})",
+            f"coalesce(max(length(regexp_extract({n}, '[.]([0-9]*)$', 1))), 0)",
+            f"coalesce(max(length(regexp_extract({n}, '^[+-]?([0-9]*)', 1))), 0)",
+            f"count(*) FILTER ({dated})",
+            f"count(*) FILTER (lower(trim({t})) IN ('true', 'false'))",
+        ]
+    row = [int(v) for v in session.rows(f"SELECT {', '.join(aggregates)} FROM {source}")[0]]
+    for i, c in enumerate(wanted):
+        n_, ints, decs, scale, digits, dates, bools = row[i * 7 : i * 7 + 7]
+        found[c.name] = _narrowest(n_, ints, decs, scale, digits, dates, bools, c.format)
     return found
-
-
-def _sniffed(session: Session, staged: Staged) -> dict[str, str] | None:
-    """DuckDB's guess of each column's type over the whole file, or None when it cannot make one."""
-    if not staged.sniff:
-        return None
-    try:
-        described = session.execute(f"SELECT * FROM {staged.sniff} LIMIT 0", record=False).description
-    except PudatoError:
-        return None
-    names = [d[0] for d in described]
-    return {d[0]: str(d[1]) for d in described} if names == staged.headers else None
 
 
 def _narrowest(n: int, ints: int, decs: int, scale: int, digits: int, dates: int, bools: int, fmt: str | None) -> str:
