@@ -18,11 +18,13 @@ from pudato.backends.warehouse.typed import (
     CHECKED,
     RAW,
     REJECTED_SUFFIX,
+    TEXT_TYPES,
     Checked,
     Staged,
     _alias,
-    _blank,
     _token,
+    base_type,
+    not_blank,
     parse_expression,
 )
 from pudato.contracts.model import ColumnRead, TextRules
@@ -66,9 +68,11 @@ def check_rows(
             f", CASE WHEN {present} THEN row_number() OVER (PARTITION BY {over} ORDER BY __pudato_row) END"
             " AS __pudato_seen"
         )
+    fallible: list[int] = []
     for i, c in enumerate(columns):
         t, v = _alias("t", i), _alias("v", i)
-        cases = [f"WHEN {t} IS NOT NULL AND {v} IS NULL THEN 'type'"]
+        text = base_type(str(c.type)) in TEXT_TYPES and (staged.text or c.source is None)
+        cases = [] if text else [f"WHEN {t} IS NOT NULL AND {v} IS NULL THEN 'type'"]
         if not c.nullable:
             cases.append(f"WHEN {v} IS NULL THEN 'not-null'")
         if c.allowed is not None:
@@ -81,28 +85,52 @@ def check_rows(
             if existing is not None:
                 on = " AND ".join(f"x.{quote_identifier(columns[k].name)} = {_alias('v', k)}" for k in keys)
                 cases.append(f"WHEN EXISTS (SELECT 1 FROM {existing.sql} x WHERE {on}) THEN 'unique'")
-        e_cols.append(f"CASE {' '.join(cases)} END AS {_alias('e', i)}")
-    where = f"WHERE NOT ({_blank(staged.headers)})" if skip_blank else ""
-    # Only what the report and the writes need: the original fields stay in the staged table.
-    kept = ", ".join(["__pudato_row"] + [_alias(k, i) for i in range(len(columns)) for k in ("t", "v", "e")])
-    bad = " OR ".join(f"{_alias('e', i)} IS NOT NULL" for i in range(len(columns))) or "false"
+        if cases:  # a text column without constraints cannot fail: no reason column to store
+            fallible.append(i)
+            e_cols.append(f"CASE {' '.join(cases)} END AS {_alias('e', i)}")
+    where = not_blank(staged) if skip_blank else ""
+    # Only what the report and the writes need: the original fields stay in the staged table, and a text
+    # column's text is its value, so it is stored once.
+    kept = ", ".join(
+        ["__pudato_row"]
+        + [_alias("v", i) for i in range(len(columns))]
+        + [_alias("t", i) for i, c in enumerate(columns) if not _text_target(c, staged)]
+        + [_alias("e", i) for i in fallible]
+    )
+    bad = " OR ".join(f"{_alias('e', i)} IS NOT NULL" for i in fallible) or "false"
     session.execute(
         f"CREATE OR REPLACE TEMP TABLE {CHECKED} AS "
         f"WITH t AS (SELECT rowid + 1 AS __pudato_row, *, {', '.join(t_cols)} FROM {RAW} {where}), "
         f"v AS (SELECT *, {', '.join(v_cols)} FROM t), "
         f"w AS (SELECT *{window} FROM v), "
-        f"e AS (SELECT *, {', '.join(e_cols)} FROM w) "
+        f"e AS (SELECT *{''.join(', ' + e for e in e_cols)} FROM w) "
         f"SELECT {kept}, ({bad}) AS __pudato_bad FROM e",
         record=False,
     )
     return _report(session, columns)
 
 
+def _text_target(column: ColumnRead, staged: Staged) -> bool:
+    return base_type(str(column.type)) in TEXT_TYPES and (staged.text or column.source is None)
+
+
+def _stored(session: Session) -> set[str]:
+    """The columns the checked table holds (reason columns only for columns that can fail)."""
+    return {d[0] for d in session.execute(f"SELECT * FROM {CHECKED} LIMIT 0", record=False).description}
+
+
+def _text_of(i: int, stored: set[str]) -> str:
+    t = _alias("t", i)
+    return t if t.strip('"') in stored else f"CAST({_alias('v', i)} AS VARCHAR)"
+
+
 def _report(session: Session, columns: Sequence[ColumnRead]) -> Checked:
+    stored = _stored(session)
     failures = " UNION ALL ".join(
-        f"SELECT __pudato_row AS r, {sql_string(c.name)} AS c, {_alias('t', i)} AS value, {_alias('e', i)} AS reason "
-        f"FROM {CHECKED} WHERE {_alias('e', i)} IS NOT NULL"
+        f"SELECT __pudato_row AS r, {sql_string(c.name)} AS c, {_text_of(i, stored)} AS value, "
+        f"{_alias('e', i)} AS reason FROM {CHECKED} WHERE {_alias('e', i)} IS NOT NULL"
         for i, c in enumerate(columns)
+        if _alias("e", i).strip('"') in stored
     )
     rows, rejected = session.rows(f"SELECT count(*), count(*) FILTER (__pudato_bad) FROM {CHECKED}")[0]
     by_column: dict[str, dict[str, int]] = {}
@@ -195,10 +223,12 @@ def write_rejected(
         f'CREATE TABLE IF NOT EXISTS {target.sql} (source VARCHAR, source_version VARCHAR, "row" BIGINT, '
         "reasons VARCHAR, record VARCHAR, job_id VARCHAR, loaded_at TIMESTAMP)"
     )
+    stored = _stored(session)
     reasons = ", ".join(
         f"CASE WHEN {_alias('e', i)} IS NOT NULL THEN {sql_string(c.name + ': ')} || {_alias('e', i)} END"
         for i, c in enumerate(columns)
-    )
+        if _alias("e", i).strip('"') in stored
+    ) or "NULL"
     record = ", ".join(f"{sql_string(h)}, r.{quote_identifier(h)}" for h in staged.headers)
     count = session.write(
         f"INSERT INTO {target.sql} SELECT ?, ?, __pudato_row, concat_ws('; ', {reasons}), "

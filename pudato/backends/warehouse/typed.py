@@ -52,7 +52,7 @@ _INTEGERS = {
     "LONG",
 }
 _FLOATS = {"DOUBLE", "FLOAT", "REAL", "FLOAT4", "FLOAT8"}
-_TEXT = {"VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR"}
+TEXT_TYPES = {"VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR"}
 _SAMPLE = 200
 _ISO_DATE = "'[0-9]{4}-[0-9]{2}-[0-9]{2}'"
 REJECTED_SUFFIX = "__rejected"
@@ -175,6 +175,11 @@ def _read_error(exc: PudatoError, fmt: str, location: str, label: str) -> Pudato
     return InvalidCommand(f"cannot read {label} as {fmt}: {first[:300]}; {fix}", dataset=label, format=fmt)
 
 
+def not_blank(staged: Staged) -> str:
+    """A WHERE clause leaving blank records out; nothing when the file has none (the common case, and cheaper)."""
+    return f" WHERE NOT ({_blank(staged.headers)})" if staged.blank else ""
+
+
 def _count(session: Session, sql: str) -> int:
     return int(session.rows(sql)[0][0])
 
@@ -212,6 +217,23 @@ def _number(value: str, rules: TextRules) -> str:
     return expr
 
 
+def _unsigned(number: str) -> str:
+    return f"ltrim({number}, '+-')"
+
+
+def _integer_shaped(m: str) -> str:
+    """``m`` (unsigned text) is digits only: translate() is far cheaper than a regular expression."""
+    return f"({m} <> '' AND translate({m}, '0123456789', '') = '')"
+
+
+def _decimal_shaped(m: str) -> str:
+    return f"({m} NOT IN ('', '.') AND translate({m}, '0123456789', '') IN ('', '.'))"
+
+
+def _scale_of(m: str) -> str:
+    return f"CASE WHEN strpos({m}, '.') > 0 THEN length({m}) - strpos({m}, '.') ELSE 0 END"
+
+
 def _decimal_scale(type_: str) -> int:
     found = re.search(r"\(\s*\d+\s*,\s*(\d+)\s*\)", type_)
     return int(found.group(1)) if found else 3
@@ -220,15 +242,16 @@ def _decimal_scale(type_: str) -> int:
 def parse_expression(value: str, type_: str, fmt: str | None, rules: TextRules) -> str:
     """SQL turning text ``value`` into ``type_``; NULL where it does not fit (never a guess)."""
     kind = base_type(type_)
-    if kind in _TEXT:
+    if kind in TEXT_TYPES:
         return f"CAST({value} AS {type_})"
     if kind in _INTEGERS:
         number = _number(value, rules)
-        return f"CASE WHEN regexp_full_match({number}, '[+-]?[0-9]+') THEN TRY_CAST({number} AS {type_}) END"
+        return f"CASE WHEN {_integer_shaped(_unsigned(number))} THEN TRY_CAST({number} AS {type_}) END"
     if kind in ("DECIMAL", "NUMERIC"):
         number, scale = _number(value, rules), _decimal_scale(type_)
-        shape = f"[+-]?([0-9]+[.]?[0-9]{{0,{scale}}}|[.][0-9]{{1,{scale}}})" if scale else "[+-]?[0-9]+[.]?"
-        return f"CASE WHEN regexp_full_match({number}, '{shape}') THEN TRY_CAST({number} AS {type_}) END"
+        m = _unsigned(number)
+        fits = f"{_decimal_shaped(m)} AND {_scale_of(m)} <= {scale}"
+        return f"CASE WHEN {fits} THEN TRY_CAST({number} AS {type_}) END"
     if kind in _FLOATS:
         return f"TRY_CAST({_number(value, rules)} AS {type_})"
     if kind in ("DATE", "TIMESTAMP", "DATETIME", "TIMESTAMPTZ") and fmt:
@@ -261,7 +284,7 @@ def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead],
     def typed_somehow(c: ColumnRead) -> str:
         t = tokens[c.name]
         dated = f"try_strptime(trim({t}), {sql_string(c.format)})" if c.format else f"TRY_CAST(trim({t}) AS DATE)"
-        return (f"bool_and({t} IS NULL OR TRY_CAST({_number(t, rules)} AS DOUBLE) IS NOT NULL "
+        return (f"bool_and({t} IS NULL OR {_decimal_shaped(_unsigned(_number(t, rules)))} "
                 f"OR {dated} IS NOT NULL OR lower(trim({t})) IN ('true', 'false'))")
 
     sampled = session.rows(
@@ -273,21 +296,24 @@ def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead],
             wanted.remove(c)
     if not wanted:
         return found
-    inner = ", ".join(f"{tokens[c.name]} AS {_alias('t', i)}" for i, c in enumerate(wanted))
-    source = f"(SELECT {inner} FROM {RAW} WHERE NOT ({_blank(staged.headers)}))"
+    texts = [f"{tokens[c.name]} AS {_alias('t', i)}" for i, c in enumerate(wanted)]
+    # The unsigned number text, computed once per value.
+    numbers = [f"{_unsigned(_number(_alias('t', i), rules))} AS {_alias('m', i)}" for i in range(len(wanted))]
+    rows = f"SELECT {', '.join(texts)} FROM {RAW}{not_blank(staged)}"
+    source = f"(SELECT *, {', '.join(numbers)} FROM ({rows}))"
     aggregates = []
     for i, c in enumerate(wanted):
-        t = _alias("t", i)
-        n = _number(t, rules)
-        plain = f"NOT regexp_matches({n}, '^[+-]?0[0-9]')"
+        t, m = _alias("t", i), _alias("m", i)
+        plain = f"NOT (substr({m}, 1, 1) = '0' AND substr({m}, 2, 1) BETWEEN '0' AND '9')"  # no '02' codes
         dated = (f"try_strptime(trim({t}), {sql_string(c.format)}) IS NOT NULL" if c.format
                  else f"regexp_full_match(trim({t}), {_ISO_DATE}) AND TRY_CAST(trim({t}) AS DATE) IS NOT NULL")
+        point = f"strpos({m}, '.')"
         aggregates += [
             f"count({t})",
-            f"count(*) FILTER (regexp_full_match({n}, '[+-]?[0-9]{{1,18}}') AND {plain})",
-            f"count(*) FILTER (regexp_full_match({n}, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)') AND {plain})",
-            f"coalesce(max(length(regexp_extract({n}, '[.]([0-9]*)$', 1))), 0)",
-            f"coalesce(max(length(regexp_extract({n}, '^[+-]?([0-9]*)', 1))), 0)",
+            f"count(*) FILTER ({_integer_shaped(m)} AND length({m}) <= 18 AND {plain})",
+            f"count(*) FILTER ({_decimal_shaped(m)} AND {plain})",
+            f"coalesce(max({_scale_of(m)}), 0)",
+            f"coalesce(max(CASE WHEN {point} > 0 THEN {point} - 1 ELSE length({m}) END), 0)",
             f"count(*) FILTER ({dated})",
             f"count(*) FILTER (lower(trim({t})) IN ('true', 'false'))",
         ]
