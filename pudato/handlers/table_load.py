@@ -20,7 +20,7 @@ from pudato.backends.storage import sha256_of_file
 from pudato.backends.warehouse import TableName, parse_table_name
 from pudato.backends.warehouse.checks import check_rows, write_rejected, write_rows
 from pudato.backends.warehouse.typed import Checked, Staged, infer_types, stage_file
-from pudato.contracts.drift import Drift, Match, match_columns, retyped
+from pudato.contracts.drift import Drift, DriftRefused, Match, match_columns, retyped
 from pudato.contracts.model import (
     ColumnRead,
     Contract,
@@ -158,7 +158,12 @@ def load(handler: TableHandler, payload: LoadPayload, command: Command) -> Outco
             dataset = handler.warehouse.reference(plan.table or name)
             where = {"namespace": dataset.namespace, "name": dataset.name, "source": source.uri}
             plan.drift.rows = {"before": plan.rows_before, "release": None, "after": None}
-            plan.drift.check(dataset.uri, **where)
+            try:
+                plan.drift.check(dataset.uri, **where)
+            except DriftRefused as exc:  # refused, and still announced: the release did drift
+                event = Event(type="dataset.drifted", dataset=dataset, detail=plan.drift.as_dict())
+                exc.outcome = Outcome(inputs=[source], events=[event])
+                raise
             report = check_rows(
                 session,
                 staged,

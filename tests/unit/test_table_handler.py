@@ -218,6 +218,7 @@ def test_append_with_an_unknown_column_fails_when_the_contract_says_so(tables, s
     result = run(tables, "load", table="t", key="raw/b.csv", mode="append", contract=contract)
     assert result.error.type == "DriftRefused"
     assert result.error.details["drift"]["added"] == ["other"]
+    assert [e.type for e in result.events] == ["dataset.drifted"]
 
 
 def test_json_and_parquet_loads(tables, storage, tmp_path):
