@@ -39,9 +39,12 @@ bench: $(STAMP)
 
 # The local stack (Procfile): moto, PostgreSQL, infra, a worker per queue, beat, Flower. Ctrl-C stops it.
 # The Procfile's commands (pudato, celery, python) come from the venv.
-stack: $(STAMP)
-	test -f .env || cp .env.example .env
-	PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start
+stack: $(STAMP) .env
+	PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/pudato local stack
+
+# .env from .env.example, with a random Flower login and compose's PostgreSQL password; never overwritten.
+.env: | $(STAMP)
+	$(BIN)/pudato local env
 
 clean:
 	rm -rf $(VENV) .pudato

@@ -1,4 +1,4 @@
-# Least-privilege policies to attach to the roles that run each process.
+# Least-privilege policies for the roles in roles.tf: what every worker shares, beat, Flower.
 # sqs:ListQueues and sns:ListTopics do not support resource-level permissions,
 # so those two are granted on "*" and everything else on the exact resources.
 
@@ -9,6 +9,15 @@ locals {
   # Celery monitoring (PUDATO_BROKER__MONITORING, on by default): kombu creates these topics on
   # first use, and each worker and monitor creates a queue of its own, deleted when it stops
   # (workers/transport.py); names as kombu gives them.
+  # What a worker does with its own handler queue (roles.tf).
+  consume_actions = [
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+    "sqs:ReceiveMessage",
+  ]
+
   monitoring_topic_arns = [
     "arn:aws:sns:${var.region}:*:celeryev",      # task events
     "arn:aws:sns:${var.region}:*:celery-pidbox", # remote-control commands
@@ -41,24 +50,11 @@ locals {
   ]
 }
 
-# Celery workers: consume their queue, publish the next step of a chain
-# (SendMessage), fan out Results and Events to SNS, and read and write the bucket;
-# with monitoring, send task events and answer remote control through their own mailbox queue.
-data "aws_iam_policy_document" "workers" {
-  statement {
-    sid    = "HandlerQueues"
-    effect = "Allow"
-    actions = [
-      "sqs:ChangeMessageVisibility",
-      "sqs:DeleteMessage",
-      "sqs:GetQueueAttributes",
-      "sqs:GetQueueUrl",
-      "sqs:ReceiveMessage",
-      "sqs:SendMessage",
-    ]
-    resources = local.handler_queue_arns
-  }
-
+# What every handler's worker needs, whatever its handler (attached to each role in roles.tf):
+# find queues and topics, fan out Results and Events to SNS, and, with monitoring, send task
+# events and answer remote control through its own mailbox queue. Its own queue, the queues it
+# sends to and the bucket are in its handler's policy (roles.tf).
+data "aws_iam_policy_document" "worker_common" {
   statement {
     sid       = "FindQueues"
     effect    = "Allow"
@@ -99,25 +95,6 @@ data "aws_iam_policy_document" "workers" {
     effect    = "Allow"
     actions   = ["sns:Unsubscribe"] # the request names only the subscription: not scoped by topic
     resources = ["*"]
-  }
-
-  statement {
-    sid       = "ListBucket"
-    effect    = "Allow"
-    actions   = ["s3:ListBucket"]
-    resources = [aws_s3_bucket.storage.arn]
-  }
-
-  statement {
-    sid    = "Objects"
-    effect = "Allow"
-    actions = [
-      "s3:AbortMultipartUpload",
-      "s3:DeleteObject",
-      "s3:GetObject",
-      "s3:PutObject",
-    ]
-    resources = ["${aws_s3_bucket.storage.arn}/*"]
   }
 }
 
@@ -189,10 +166,10 @@ data "aws_iam_policy_document" "flower" {
   }
 }
 
-resource "aws_iam_policy" "workers" {
-  name        = "${var.name_prefix}-workers"
-  description = "Pudato Celery workers: handler queues, fan-out topics, storage bucket, monitoring."
-  policy      = data.aws_iam_policy_document.workers.json
+resource "aws_iam_policy" "worker_common" {
+  name        = "${var.name_prefix}-worker-common"
+  description = "Pudato workers, every handler: fan-out topics, monitoring, finding queues and topics."
+  policy      = data.aws_iam_policy_document.worker_common.json
 }
 
 resource "aws_iam_policy" "beat" {

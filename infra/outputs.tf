@@ -28,12 +28,29 @@ output "bucket_arn" {
   value       = aws_s3_bucket.storage.arn
 }
 
-output "policy_arns" {
-  description = "IAM policy ARNs to attach to the roles running each process."
+output "role_arns" {
+  description = "IAM role ARNs: the task role of each handler's worker, of beat and of Flower, and the execution role."
+  value = merge(
+    { for handler, role in aws_iam_role.handler : handler => role.arn },
+    { beat = aws_iam_role.beat.arn, flower = aws_iam_role.flower.arn, execution = aws_iam_role.execution.arn },
+  )
+}
+
+output "secret_arns" {
+  description = "Secrets Manager secrets to fill (put-secret-value) and hand to the tasks through the execution role."
   value = {
-    workers = aws_iam_policy.workers.arn
-    beat    = aws_iam_policy.beat.arn
-    flower  = aws_iam_policy.flower.arn
-    lake    = aws_iam_policy.lake.arn
+    registry_url      = aws_secretsmanager_secret.registry_url.arn
+    lake_catalog      = aws_secretsmanager_secret.lake_catalog.arn
+    flower_basic_auth = aws_secretsmanager_secret.flower_basic_auth.arn
+  }
+}
+
+output "policy_arns" {
+  description = "IAM policy ARNs: shared by every worker, beat, Flower, and the lake's maintenance."
+  value = {
+    worker_common = aws_iam_policy.worker_common.arn
+    beat          = aws_iam_policy.beat.arn
+    flower        = aws_iam_policy.flower.arn
+    lake          = aws_iam_policy.lake.arn
   }
 }

@@ -87,3 +87,9 @@ variable "lake_catalog_database" {
   type        = string
   default     = "pudato_lake"
 }
+
+variable "task_role_principal" {
+  description = "The service that assumes the task roles (roles.tf): ECS tasks by default; e.g. ec2.amazonaws.com for instances."
+  type        = string
+  default     = "ecs-tasks.amazonaws.com"
+}

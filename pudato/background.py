@@ -15,12 +15,13 @@ import json
 import logging
 import os
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pudato.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class Drain:
                 self._pending_lock.notify_all()
 
     def _deliver_with_retry(self, batch: list[Any]) -> None:
-        attempt = 0
+        backoff = Backoff(0.4, self._max_backoff_s, jitter=(0.5, 1.0))
         size = len(batch)
         while True:
             try:
@@ -135,8 +136,7 @@ class Drain:
                 if self._stopping.is_set():
                     self._spool(batch)
                     return
-                attempt += 1
-                delay = min(self._max_backoff_s, 0.2 * 2**attempt) * (0.5 + random.random() / 2)
+                delay = backoff.next_delay() or 0.0
                 log.warning("%s: delivery failed (%s); retrying in %.1fs", self.name, exc, delay)
                 time.sleep(delay)
 

@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pudato.errors import PudatoError
 from pudato.handler_specs import HANDLERS, spec, task_name
 
 __all__ = ["HANDLERS", "JOB_HEADER", "task_name"]
@@ -87,6 +89,14 @@ class ErrorInfo(_Model):
     kind: Literal["terminal", "transient", "error"] = "error"
     details: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def of(cls, exc: BaseException | None, with_details: bool = False) -> ErrorInfo:
+        """What a Result says about ``exc``: a Pudato error keeps its own message and kind."""
+        if isinstance(exc, PudatoError):
+            details = json.loads(json.dumps(exc.details, default=str)) if with_details else {}
+            return cls(type=type(exc).__name__, message=exc.message, kind=exc.kind, details=details)
+        return cls(type=type(exc).__name__, message=str(exc) or repr(exc))
+
 
 class Command(_Model):
     """One step's instruction to a handler."""
@@ -137,6 +147,15 @@ class Result(_Model):
     @property
     def duration_ms(self) -> float:
         return (self.finished_at - self.started_at).total_seconds() * 1000
+
+    @classmethod
+    def failed(
+        cls, *, job_id: str | None, step_id: str, handler: str, action: str, error: ErrorInfo
+    ) -> Result:
+        """The Result of a step that failed outside its handler (a lost worker, a crash before dispatch)."""
+        now = utcnow()
+        return cls(job_id=job_id, step_id=step_id, handler=handler, action=action, status="failed",
+                   started_at=now, finished_at=now, error=error)
 
 
 class Event(_Model):

@@ -173,6 +173,17 @@ class FanoutSettings(_Section):
     events_topic: str = "pudato-events"
 
 
+class FlowerSettings(_Section):
+    """Flower's login. Flower shows every task's arguments and result, so it never runs open by mistake.
+
+    ``basic_auth``: ``user:password`` (several, comma-separated). Without it ``pudato flower``
+    refuses to start, unless ``allow_unauthenticated`` says so on purpose.
+    """
+
+    basic_auth: SecretStr | None = None
+    allow_unauthenticated: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PUDATO_",
@@ -193,6 +204,7 @@ class Settings(BaseSettings):
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     beat: BeatSettings = Field(default_factory=BeatSettings)
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
 
     def queue_name(self, handler: str) -> str:
         return f"{QUEUE_PREFIX}{handler}"

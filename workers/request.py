@@ -16,7 +16,7 @@ from typing import Any
 from billiard.exceptions import WorkerLostError
 from celery.worker.request import Request
 
-from pudato.protocol import ErrorInfo, Result, utcnow
+from pudato.protocol import ErrorInfo, Result
 from pudato.registry.repository import StepUpdate
 from pudato.settings import get_settings
 from workers import signals
@@ -52,20 +52,12 @@ class PudatoRequest(Request):
         )
         if receives and receives >= limit:
             dlq = settings.dead_letter_queue_name(handler)
-            now = utcnow()
             error = ErrorInfo(
                 type="DeadLettered",
                 kind="terminal",
                 message=f"{reason}; the message moved to {dlq} (replay with `pudato dlq replay {handler}`)",
             )
-            result = Result(
-                job_id=ids["job_id"],
-                step_id=ids["step_id"],
-                handler=handler,
-                action=ids["action"],
-                status="failed",
-                started_at=now,
-                finished_at=now,
-                error=error,
+            result = Result.failed(
+                job_id=ids["job_id"], step_id=ids["step_id"], handler=handler, action=ids["action"], error=error
             )
             signals.record_result(self, result)

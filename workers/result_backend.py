@@ -13,7 +13,6 @@ PostgreSQL restart delays results instead of losing them.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +22,7 @@ from celery.backends.base import KeyValueStoreBackend
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pudato.backoff import Backoff
 from pudato.protocol import utcnow
 from pudato.registry.database import get_engine
 from pudato.registry.models import ResultEntry
@@ -90,17 +90,15 @@ class RegistryResultBackend(KeyValueStoreBackend):
         return insert.on_conflict_do_update(index_elements=[_table.c.key], set_=changes)
 
     def _retrying(self, operation: Callable[[Any], T]) -> T:
-        deadline = time.monotonic() + MAX_OUTAGE_S
-        attempt = 0
+        backoff = Backoff(0.2, 2.0, MAX_OUTAGE_S, jitter=(0.5, 1.0))
         while True:
             try:
                 with get_engine(self.registry_url).begin() as connection:
                     return operation(connection)
             except Exception as exc:
-                if not is_outage(exc) or time.monotonic() > deadline:
+                delay = backoff.next_delay() if is_outage(exc) else None
+                if delay is None:
                     raise
-                attempt += 1
-                delay = min(2.0, 0.1 * 2**attempt) * (0.5 + random.random() / 2)
                 log.warning("result backend: registry unavailable (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
 

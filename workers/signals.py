@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from celery import signals
 
-from pudato.errors import PudatoError
 from pudato.fanout import Publisher
 from pudato.protocol import JOB_HEADER, ErrorInfo, Event, Result, utcnow
 from pudato.registry.recorder import StepRecorder
@@ -194,15 +193,8 @@ def _finish(task: Any, kwargs: dict[str, Any] | None, outcome: Result) -> None:
 
 def _result_from_exception(task: Any, kwargs: Any, exception: BaseException | None) -> Result:
     ids = identify(task.request, kwargs)
-    now = utcnow()
-    if isinstance(exception, PudatoError):
-        error = ErrorInfo(type=type(exception).__name__, message=exception.message, kind=exception.kind)
-    else:
-        error = ErrorInfo(type=type(exception).__name__, message=str(exception) or repr(exception))
-    return Result(
-        job_id=ids["job_id"], step_id=ids["step_id"], handler=task.name.split(".")[1], action=ids["action"],
-        status="failed", started_at=now, finished_at=now, error=error,
-    )
+    return Result.failed(job_id=ids["job_id"], step_id=ids["step_id"], handler=task.name.split(".")[1],
+                         action=ids["action"], error=ErrorInfo.of(exception))
 
 
 def _bounded(data: dict[str, Any], limit: int = 20) -> dict[str, Any]:

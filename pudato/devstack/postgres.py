@@ -230,16 +230,25 @@ def _reachable_home(folder: Path, user: pwd.struct_passwd | None) -> Path:
         return folder
     home = RELOCATED_ROOT / "clusters" / hashlib.sha256(str(folder).encode()).hexdigest()[:16]
     link = folder / "data"
-    if not home.exists():
+    first = not home.exists()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        for part in (RELOCATED_ROOT, home.parent):
+            part.chmod(0o755)
+        os.chown(home, user.pw_uid, user.pw_gid)
+        home.chmod(0o700)
+        if not link.is_symlink():
+            link.symlink_to(home / "data")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{SYSTEM_USER}, which runs PostgreSQL for root, cannot enter {folder} (a folder above it is private), "
+            f"and the cluster cannot live in {home} instead ({exc.strerror or exc}). Fix: pass --folder with a "
+            "folder every user can enter, e.g. `pudato local postgres --folder /var/tmp/pudato-postgres`, or run "
+            "as a user other than root", folder=str(folder),
+        ) from None
+    if first:
         say(f"{SYSTEM_USER} cannot enter {folder} (a folder above it is private), so the cluster lives in "
             f"{home}, linked from {link}")
-    home.mkdir(parents=True, exist_ok=True)
-    for part in (RELOCATED_ROOT, home.parent):
-        part.chmod(0o755)
-    os.chown(home, user.pw_uid, user.pw_gid)
-    home.chmod(0o700)
-    if not link.is_symlink():
-        link.symlink_to(home / "data")
     return home
 
 

@@ -113,16 +113,13 @@ class Handler:
         try:
             outcome = self._dispatch(command)
         except PudatoError as exc:
-            error = ErrorInfo(
-                type=type(exc).__name__, message=exc.message, kind=exc.kind, details=_jsonable(exc.details)
-            )
+            error = ErrorInfo.of(exc, with_details=True)
             # A failure may still carry what was done before it (the dbt nodes that ran).
             partial = exc.outcome if isinstance(exc.outcome, Outcome) else Outcome()
             return self._result(command, started_at, clock, partial, error)
         except Exception as exc:  # an engine or driver error we did not classify
             log.exception("%s.%s failed", self.name, command.action)
-            error = ErrorInfo(type=type(exc).__name__, message=str(exc) or repr(exc))
-            return self._result(command, started_at, clock, Outcome(), error)
+            return self._result(command, started_at, clock, Outcome(), ErrorInfo.of(exc))
         return self._result(command, started_at, clock, outcome, None)
 
     def _dispatch(self, command: Command) -> Outcome:
@@ -182,7 +179,3 @@ def _seconds(value: float) -> Any:
 
     return timedelta(seconds=value)
 
-
-def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    jsonable: dict[str, Any] = json.loads(json.dumps(details, default=str))
-    return jsonable

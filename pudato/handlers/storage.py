@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -134,15 +135,34 @@ class StorageHandler(Handler):
         return pin.version if pin else None
 
     def _import_path(self, source: str) -> Path:
-        """A file a message asks us to import: it must lie below a configured import root."""
+        """A file a message asks us to import: it must lie below a configured import root.
+
+        The root is chosen by where the path *says* it is (``root/source``, normalised),
+        before any symbolic link is followed; a link that then leads out of that root is
+        refused as such, never reported as missing from some other root.
+        """
         candidate = Path(source)
         roots = [root.resolve() for root in self.settings.storage.import_roots]
+        below_a_root = False
         for root in roots:
-            resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
-            if resolved.is_relative_to(root):
-                if not resolved.is_file():
-                    raise NotFound(f"source file {source!r} does not exist below {root}", source=source)
-                return resolved
+            written = Path(os.path.normpath(candidate if candidate.is_absolute() else root / candidate))
+            if not written.is_relative_to(root):
+                continue
+            below_a_root = True
+            if not (written.exists() or written.is_symlink()):
+                continue  # perhaps below another root
+            resolved = written.resolve()
+            if not resolved.is_relative_to(root):
+                raise UnsafeInput(
+                    f"source {source!r} is a symbolic link, or lies below one, that leads out of the import root "
+                    f"{root}: refused", source=source, root=str(root),
+                )
+            if not resolved.is_file():
+                raise NotFound(f"source {source!r} below {root} is not a file", source=source)
+            return resolved
+        if below_a_root:
+            raise NotFound(f"source file {source!r} does not exist below the import roots {[str(r) for r in roots]}",
+                           source=source)
         raise UnsafeInput(
             f"source {source!r} is not below an import root "
             f"(PUDATO_STORAGE__IMPORT_ROOTS: {[str(r) for r in roots] or 'none set'})",

@@ -27,7 +27,13 @@ from pudato.handlers.table_payloads import TablePayload
 from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import Command, DataReference, Event, Outcome
 
-_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ,()\[\]]*$")  # no quotes, dashes or semicolons: nothing to smuggle SQL in
+# A type name, the words of a multi-word type (DOUBLE PRECISION, TIMESTAMP WITH TIME ZONE), an optional
+# (precision[, scale]) and array brackets: nothing else, so no DEFAULT, GENERATED, constraint or SQL rides along.
+_TYPE = re.compile(
+    r"[A-Za-z][A-Za-z0-9_]*(?: (?:PRECISION|WITH|WITHOUT|TIME|ZONE|VARYING))*"
+    r"(?: ?\(\d{1,4}(?:, ?\d{1,4})?\))?(?:\[\d{0,9}\])*",
+    re.IGNORECASE,
+)
 _MAX_ROWS = 10_000
 
 Row = dict[str, Any]
@@ -42,8 +48,10 @@ class CreatePayload(TablePayload):
     @classmethod
     def _types(cls, value: dict[str, str]) -> dict[str, str]:
         for column, type_ in value.items():
-            if not _TYPE.match(type_) or len(type_) > 100:
-                raise ValueError(f"column {column!r} has type {type_!r}, which is not a plain DuckDB type")
+            if not _TYPE.fullmatch(type_) or len(type_) > 100:
+                raise ValueError(f"column {column!r} has type {type_!r}, which is not a plain DuckDB type: a type "
+                                 "name with an optional (precision, scale), e.g. DECIMAL(18,2); no DEFAULT, "
+                                 "GENERATED or constraint")
         return value
 
 

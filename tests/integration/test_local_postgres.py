@@ -6,6 +6,7 @@ the cluster must then live where that user can reach it, and still survive a res
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -88,3 +89,25 @@ def test_local_postgres_runs_from_a_private_folder_and_keeps_its_data(private_ch
     finally:
         _stop(process, lines)
     assert (private_checkout / ".pudato" / "postgres").is_dir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the cluster to a system user of its own")
+def test_local_postgres_that_cannot_relocate_says_so_in_one_line_with_the_fix(private_checkout: Path) -> None:
+    from pudato.devstack.postgres import RELOCATED_ROOT
+
+    folder = (private_checkout / ".pudato" / "postgres").resolve()
+    home = RELOCATED_ROOT / "clusters" / hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("in the way\n")  # a file where the relocated cluster would go
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PUDATO_")}
+        result = subprocess.run([str(PUDATO), "local", "postgres", "--port", str(free_port())], cwd=private_checkout,
+                                env=env, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        home.unlink()
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: pudato-postgres, which runs PostgreSQL for root, cannot enter")
+    assert "--folder" in lines[0]
+    assert "postgres ready" not in result.stdout

@@ -6,6 +6,7 @@ Procfile under honcho in a temp folder, on free ports, and moto alone for its st
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's: honcho, pudato, celery
+FLOWER_LOGIN = "admin:stack-test-login"
 SUBMIT = """
 from workers.storage import execute
 result = execute.delay(command={"action": "put", "payload": {"key": "a.txt", "content": "x"}})
@@ -56,13 +59,17 @@ def root() -> Iterator[Path]:
 
 
 class Honcho:
-    """`honcho start` in its own session, its output collected line by line."""
+    """`pudato local stack` (honcho start, as `make stack` runs it) in its own session, its output collected."""
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.lines: list[str] = []
         self.log = open(root / "honcho.log", "a")  # noqa: SIM115  (closed in stop)
         self.process = subprocess.Popen(
-            [str(BIN / "honcho"), "start"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [str(BIN / "pudato"), "local", "stack"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -97,8 +104,9 @@ class Honcho:
     def wait_ready(self, timeout: float = 90) -> None:
         self.wait_for("'infrastructure ready'", lambda: self.started("infra", "infrastructure ready"), timeout)
         for handler in HANDLERS:
-            self.wait_for(f"the {handler} worker's 'ready.'",
-                          lambda h=handler: self.started(h, rf"{h}@\S+ ready\."), timeout)
+            self.wait_for(
+                f"the {handler} worker's 'ready.'", lambda h=handler: self.started(h, rf"{h}@\S+ ready\."), timeout
+            )
 
     def interrupt(self, timeout: float = 30) -> float:
         """Ctrl-C: SIGINT to honcho's process group. Returns how long it took to exit."""
@@ -156,6 +164,7 @@ def _stack_env(root: Path) -> tuple[dict[str, str], dict[str, Any]]:
         "PUDATO_WAREHOUSE__PATH": str(state / "warehouse.duckdb"),
         "PUDATO_LOGIC__CACHE_DIR": str(state / "logic"),
         "PUDATO_WORKER__LIVENESS_DIR": str(state / "liveness"),
+        "PUDATO_FLOWER__BASIC_AUTH": FLOWER_LOGIN,  # blank in .env.example; `make stack` generates one
     }
     lines, seen = [], set()
     for line in (REPO / ".env.example").read_text().splitlines():
@@ -186,8 +195,13 @@ def _wait_step(registry: Registry, job_id: str, timeout: float = 60) -> dict[str
 
 
 def _s3(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                        aws_secret_access_key="testing")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) -> None:
@@ -199,12 +213,18 @@ def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) 
     honcho.wait_ready()
     cold_start = time.monotonic() - started
     honcho.wait_for("Flower", lambda: _listening(ports["flower"]), 60)
-    assert urllib.request.urlopen(f"http://127.0.0.1:{ports['flower']}/", timeout=5).status == 200
+    flower_page = urllib.request.Request(f"http://127.0.0.1:{ports['flower']}/")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(flower_page, timeout=5)
+    assert refused.value.code == 401
+    flower_page.add_header("Authorization", "Basic " + base64.b64encode(FLOWER_LOGIN.encode()).decode())
+    assert urllib.request.urlopen(flower_page, timeout=5).status == 200
     assert honcho.started("beat", "Starting"), honcho.output()[-3000:]
 
     # An app in another process sends one step with .delay(), configured by the same .env.
-    submitted = subprocess.run([sys.executable, "-c", SUBMIT], cwd=root, env=env, capture_output=True, text=True,
-                               timeout=60, check=False)
+    submitted = subprocess.run(
+        [sys.executable, "-c", SUBMIT], cwd=root, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert submitted.returncode == 0, submitted.stderr
     task_id = submitted.stdout.strip().splitlines()[-1]
     job = _wait_step(registry, task_id)
@@ -217,8 +237,8 @@ def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) 
     cold_stop = honcho.interrupt()
     output = honcho.output()
     assert cold_stop < 30
-    # Not "no SIGKILL": honcho kills what is still there after 5 s, and a busy machine may need longer.
-    # What must hold is that the services that keep state stopped cleanly.
+    # `pudato local stack` gives every process 30 s (honcho alone: 5) to stop, so even on a busy
+    # machine the services that keep state stop cleanly.
     assert "postgres stopped" in output, output[-6000:]
     assert "saved moto's state" in output, output[-6000:]
     assert _processes_in(root) == []
@@ -235,8 +255,13 @@ def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) 
     s3 = _s3(stack["endpoint"])
     assert s3.get_object(Bucket="pudato", Key="a.txt")["Body"].read() == b"x"
     assert s3.get_bucket_versioning(Bucket="pudato")["Status"] == "Enabled"  # as infra up made it
-    sns = boto3.client("sns", endpoint_url=stack["endpoint"], region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    sns = boto3.client(
+        "sns",
+        endpoint_url=stack["endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     # infra up ran again over the restored state and did not double the fan-out's subscriptions.
     audit = [s["Endpoint"] for s in sns.list_subscriptions()["Subscriptions"] if s["Endpoint"].endswith("-audit")]
     assert sorted(audit) == [f"arn:aws:sqs:us-east-1:123456789012:pudato-{t}-audit" for t in ("events", "results")]
@@ -246,20 +271,31 @@ def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) 
     assert "postgres stopped" in honcho.output(), honcho.output()[-6000:]
     assert _processes_in(root) == []
     assert not any(_listening(port) for port in ports.values())
-    print(f"\nstack: cold start {cold_start:.1f}s, stop {cold_stop:.1f}s; "
-          f"warm start {warm_start:.1f}s, stop {warm_stop:.1f}s")
+    print(
+        f"\nstack: cold start {cold_start:.1f}s, stop {cold_stop:.1f}s; "
+        f"warm start {warm_start:.1f}s, stop {warm_stop:.1f}s"
+    )
 
 
 def test_moto_keeps_buckets_queues_messages_and_topics_across_restarts(root: Path) -> None:
     port, state = free_port(), root / "moto-state.json"
     endpoint = f"http://127.0.0.1:{port}"
-    access = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "testing",
-              "aws_secret_access_key": "testing"}
+    access = {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
 
     def start() -> tuple[subprocess.Popen[str], list[str]]:
-        process = subprocess.Popen([str(BIN / "pudato"), "local", "aws", "--port", str(port), "--state", str(state)],
-                                   cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [str(BIN / "pudato"), "local", "aws", "--port", str(port), "--state", str(state)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         assert process.stdout is not None
         lines: list[str] = []
         for line in process.stdout:
@@ -285,10 +321,12 @@ def test_moto_keeps_buckets_queues_messages_and_topics_across_restarts(root: Pat
     dlq = sqs.create_queue(QueueName="work-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
-    work = sqs.create_queue(QueueName="work", Attributes={"VisibilityTimeout": "77", "RedrivePolicy": redrive},
-                            tags={"team": "data"})["QueueUrl"]
-    sqs.send_message(QueueUrl=work, MessageBody="waiting",
-                     MessageAttributes={"kind": {"DataType": "String", "StringValue": "step"}})
+    work = sqs.create_queue(
+        QueueName="work", Attributes={"VisibilityTimeout": "77", "RedrivePolicy": redrive}, tags={"team": "data"}
+    )["QueueUrl"]
+    sqs.send_message(
+        QueueUrl=work, MessageBody="waiting", MessageAttributes={"kind": {"DataType": "String", "StringValue": "step"}}
+    )
     sqs.send_message(QueueUrl=work, MessageBody="in flight")
     sqs.send_message(QueueUrl=work, MessageBody="done")
     received = sqs.receive_message(QueueUrl=work, MaxNumberOfMessages=10, VisibilityTimeout=60)["Messages"]
@@ -312,8 +350,7 @@ def test_moto_keeps_buckets_queues_messages_and_topics_across_restarts(root: Pat
         older = [v for v in versions["Versions"] if v["Key"] == "raw/a.csv" and not v["IsLatest"]]
         assert len(older) == 1
         first = s3.get_object(Bucket="kept", Key="raw/a.csv", VersionId=older[0]["VersionId"])
-        assert (first["Body"].read(), first["ContentType"], first["Metadata"]) == (b"one", "text/csv",
-                                                                                    {"source": "la"})
+        assert (first["Body"].read(), first["ContentType"], first["Metadata"]) == (b"one", "text/csv", {"source": "la"})
         assert [m["Key"] for m in versions["DeleteMarkers"]] == ["gone.txt"]  # still deleted
         work = sqs.get_queue_url(QueueName="work")["QueueUrl"]
         attributes = sqs.get_queue_attributes(QueueUrl=work, AttributeNames=["All"])["Attributes"]

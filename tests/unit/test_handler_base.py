@@ -71,3 +71,49 @@ def test_unknown_action_and_bad_payload_are_failed_results(storage):
     two_sources = _run(storage, "put", key="k", content="a", content_base64="YQ==")
     assert "exactly one of content, content_base64 or source" in two_sources.error.message
     assert _run(storage, "ping").data == {"pong": "storage"}
+
+
+@pytest.fixture
+def two_roots(tmp_path) -> tuple[StorageHandler, dict[str, object]]:
+    first, second, elsewhere = tmp_path / "first", tmp_path / "second", tmp_path / "elsewhere"
+    for folder in (first, second, elsewhere):
+        folder.mkdir()
+    (elsewhere / "secret.txt").write_text("not for import\n")
+    (first / "leak.csv").symlink_to(elsewhere / "secret.txt")
+    (first / "linked-dir").symlink_to(elsewhere)
+    (first / "real.csv").write_text("x\n1\n")
+    (first / "alias.csv").symlink_to(first / "real.csv")  # a link that stays inside its root is fine
+    settings = Settings(_env_file=None, storage={"backend": "local", "local_root": tmp_path / "objects",
+                                                  "import_roots": [first, second]})
+    return StorageHandler(settings, LocalStorage(tmp_path / "objects")), {"first": first, "elsewhere": elsewhere}
+
+
+@pytest.mark.parametrize("source", ["leak.csv", "linked-dir/secret.txt", "FIRST/leak.csv"])
+def test_a_symlink_out_of_an_import_root_is_refused_as_such(two_roots, source):
+    storage, folders = two_roots
+    source = source.replace("FIRST", str(folders["first"]))
+    refused = _run(storage, "put", key="in/x", source=source)
+    assert refused.error.type == "UnsafeInput"  # not NotFound for the other root
+    assert "symbolic link" in refused.error.message
+    assert str(folders["first"]) in refused.error.message  # the root it was written under
+
+
+def test_a_symlink_inside_its_root_imports_and_a_missing_file_names_every_root(two_roots):
+    storage, _ = two_roots
+    assert _run(storage, "put", key="in/alias.csv", source="alias.csv").status == "succeeded"
+    missing = _run(storage, "put", key="in/x", source="nothing-here.csv")
+    assert missing.error.type == "NotFound"
+    assert "import roots" in missing.error.message
+
+
+def test_a_symlink_out_of_the_local_storage_root_is_refused_as_such(tmp_path):
+    objects, elsewhere = tmp_path / "objects", tmp_path / "elsewhere"
+    objects.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_text("no\n")
+    (objects / "raw").symlink_to(elsewhere)
+    storage = StorageHandler(Settings(_env_file=None, storage={"backend": "local", "local_root": objects}),
+                             LocalStorage(objects))
+    refused = _run(storage, "get", key="raw/secret.txt")
+    assert refused.error.type == "UnsafeInput"
+    assert "symbolic link" in refused.error.message

@@ -1,208 +1,34 @@
-"""``infra/`` (Terraform) and ``pudato infra up`` (pudato/infra.py) must create the same things.
+"""``infra/`` (Terraform) and ``pudato infra up`` (pudato/infra.py) must create the same things,
+and each process's IAM role allows what it does and nothing more.
 
-The Terraform files are parsed with python-hcl2, and the few simple expressions
-they use (``var.x``, ``local.x``, ``each.key``, ``each.value.x``, string
-templates, ``jsonencode({...})`` and references to other resources) are
-evaluated here, one instance per ``for_each`` key. Anything else is an error,
-so that a change to the Terraform this evaluator does not understand fails
-loudly rather than passing by accident.
+The Terraform is read by the small evaluator in ``terraform_hcl.py``; the roles are
+judged by its IAM simulator (an explicit Deny wins, else some Allow must match).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any
 
-import hcl2  # python-hcl2, a dev dependency
 import pytest
+from terraform_hcl import (
+    ACCOUNT,
+    SQS_DEFAULT_VISIBILITY_S,
+    Ref,
+    Terraform,
+    _as_list,
+    _unquote,
+    allowed,
+    role_documents,
+    statements,
+)
 
 from pudato import infra
 from pudato.protocol import HANDLERS
 from pudato.settings import QUEUE_PREFIX, Settings
 
 INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
-SQS_DEFAULT_VISIBILITY_S = 30  # what AWS (and the aws provider) use when none is given
-
-
-# -- reading the Terraform ----------------------------------------------------
-
-
-def _unquote(text: str) -> str:
-    """python-hcl2 v8 keeps the quotes of string literals: '"pudato"'; v4-v7 did not."""
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        return text[1:-1]
-    return text
-
-
-def _clean(value: Any) -> Any:
-    """Drop python-hcl2's ``__is_block__``/``__comments__`` markers, recursively."""
-    if isinstance(value, dict):
-        return {_unquote(k): _clean(v) for k, v in value.items() if not (k.startswith("__") and k.endswith("__"))}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A reference to another resource's attribute: ``aws_sqs_queue.dlq[each.key].arn``."""
-
-    kind: str  # "resource" or "data"
-    type: str
-    name: str
-    key: Any  # the for_each key, or None
-    attr: str
-
-
-class Terraform:
-    def __init__(self, folder: Path) -> None:
-        files = sorted(folder.glob("*.tf"))
-        assert files, f"no Terraform files in {folder}"
-        self.variables: dict[str, Any] = {}
-        self.raw_locals: dict[str, Any] = {}
-        self.resources: dict[tuple[str, str], dict[str, Any]] = {}
-        self.data: dict[tuple[str, str], dict[str, Any]] = {}
-        for path in files:
-            with path.open() as f:
-                doc = hcl2.load(f)
-            for block in doc.get("variable", []):
-                for name, body in _clean(block).items():
-                    assert name not in self.variables, f"variable {name} declared twice"
-                    self.variables[name] = self.evaluate(body.get("default"))  # literals only
-            for block in doc.get("locals", []):
-                self.raw_locals.update(_clean(block))
-            for kind, target in (("resource", self.resources), ("data", self.data)):
-                for block in doc.get(kind, []):
-                    for rtype, named in _clean(block).items():
-                        for rname, body in named.items():
-                            assert (rtype, rname) not in target, f"{kind} {rtype}.{rname} declared twice"
-                            target[(rtype, rname)] = body
-
-    # -- evaluation -----------------------------------------------------------
-
-    def evaluate(self, value: Any, each: tuple[Any, Any] | None = None) -> Any:
-        if isinstance(value, dict):
-            return {k: self.evaluate(v, each) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.evaluate(v, each) for v in value]
-        if not isinstance(value, str):
-            return value
-        text = _unquote(value)
-        whole = re.fullmatch(r"\$\{(.*)\}", text, re.S)
-        if whole and "${" not in whole.group(1):
-            return self.expression(whole.group(1).strip(), each)
-
-        def substitute(match: re.Match[str]) -> str:
-            result = self.expression(match.group(1).strip(), each)
-            if isinstance(result, (dict, list, Ref)):
-                raise AssertionError(f"cannot put {match.group(0)} into a string here")
-            return str(result)
-
-        return re.sub(r"\$\{([^{}]*)\}", substitute, text)
-
-    def expression(self, expr: str, each: tuple[Any, Any] | None) -> Any:
-        if expr.startswith('"') and expr.endswith('"'):
-            return self.evaluate(expr, each)
-        if re.fullmatch(r"-?\d+", expr):
-            return int(expr)
-        if expr in ("true", "false"):
-            return expr == "true"
-        call = re.fullmatch(r"jsonencode\(\{(.*)\}\)", expr, re.S)
-        if call:
-            return self._object(call.group(1), each)
-        parts = expr.split(".")
-        if parts[0] == "var":
-            return self._walk(self.variables[parts[1]], parts[2:], expr)
-        if parts[0] == "local":
-            return self._walk(self.evaluate(self.raw_locals[parts[1]], each), parts[2:], expr)
-        if parts[0] == "each":
-            assert each is not None, f"{expr} outside a for_each"
-            key, value = each
-            if parts[1:] == ["key"]:
-                return key
-            assert parts[1] == "value", expr
-            return self._walk(value, parts[2:], expr)
-        ref = re.fullmatch(r"(data\.)?(\w+)\.(\w+)(?:\[([^\]]+)\])?\.(\w+)", expr)
-        if ref:
-            kind = "data" if ref.group(1) else "resource"
-            key = self.expression(ref.group(4), each) if ref.group(4) else None
-            return Ref(kind, ref.group(2), ref.group(3), key, ref.group(5))
-        raise AssertionError(f"this test does not know how to evaluate {expr!r}; teach it, or simplify the .tf")
-
-    @staticmethod
-    def _walk(value: Any, path: list[str], expr: str) -> Any:
-        for part in path:
-            assert isinstance(value, dict) and part in value, f"{expr}: no {part!r}"
-            value = value[part]
-        return value
-
-    def _object(self, body: str, each: tuple[Any, Any] | None) -> dict[str, Any]:
-        result = {}
-        for item in _split_top_level(body):
-            key, _, value = item.partition("=")
-            result[key.strip()] = self.expression(value.strip(), each)
-        return result
-
-    # -- instances ------------------------------------------------------------
-
-    def instances(
-        self, rtype: str, kind: str = "resource", only: str | None = None
-    ) -> dict[tuple[str, Any], dict[str, Any]]:
-        """Every instance of the ``rtype`` blocks (or only block ``only``), evaluated: ``{(name, key): attrs}``."""
-        blocks = self.resources if kind == "resource" else self.data
-        found = {}
-        for (block_type, name), body in blocks.items():
-            if block_type != rtype or (only is not None and name != only):
-                continue
-            for key, each in self._for_each(body):
-                attributes = {k: v for k, v in body.items() if k not in ("for_each", "depends_on")}
-                found[(name, key)] = self.evaluate(attributes, each)
-        return found
-
-    def _for_each(self, body: dict[str, Any]) -> list[tuple[Any, tuple[Any, Any] | None]]:
-        if "for_each" not in body:
-            return [(None, None)]
-        collection = self.evaluate(body["for_each"])
-        if isinstance(collection, dict):
-            return [(k, (k, v)) for k, v in collection.items()]
-        assert isinstance(collection, list), f"for_each over {collection!r}"
-        return [(v, (v, v)) for v in collection]
-
-    def attribute(self, ref: Ref) -> Any:
-        """What a reference to another resource's ``name``/``arn``/``url``/``id`` stands for here: its name."""
-        rtype_instances = self.instances(ref.type, ref.kind, only=ref.name)
-        assert (ref.name, ref.key) in rtype_instances, f"reference to a missing {ref}"
-        target = rtype_instances[(ref.name, ref.key)]
-        if ref.type == "aws_sqs_queue" and ref.attr in ("arn", "url", "id", "name"):
-            return target["name"]
-        if ref.type == "aws_sns_topic" and ref.attr in ("arn", "id", "name"):
-            return target["name"]
-        if ref.type == "aws_s3_bucket" and ref.attr in ("arn", "id", "bucket"):
-            return target["bucket"]
-        if ref.kind == "data" and ref.attr == "json":
-            return target
-        raise AssertionError(f"this test does not follow {ref}")
-
-
-def _split_top_level(text: str) -> list[str]:
-    items, depth, start = [], 0, 0
-    for index, char in enumerate(text):
-        if char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char in ",\n" and depth == 0:
-            items.append(text[start:index])
-            start = index + 1
-    items.append(text[start:])
-    return [item.strip() for item in items if item.strip()]
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
 
 # -- fixtures -----------------------------------------------------------------
 
@@ -214,7 +40,11 @@ def tf() -> Terraform:
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
-    return Settings(_env_file=None)
+    """The defaults, whatever a stack started earlier in this session put into the environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("PUDATO_")]:
+            patch.delenv(name)
+        return Settings(_env_file=None)
 
 
 def terraform_queues(tf: Terraform) -> set[infra.QueueSpec]:
@@ -354,34 +184,46 @@ def _actions_of(tf: Terraform, document: str, sid: str) -> tuple[set[str], list[
     return set(_as_list(actions)), _as_list(resources)
 
 
+ROLE_DOCUMENTS = {handler: handler for handler in HANDLERS} | {"common": "worker_common", "beat": "beat",
+                                                              "flower": "flower", "lake": "lake"}
+CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl",
+           "sqs:GetQueueAttributes"}
+
+
+def _allowed_actions(tf: Terraform, document: str) -> set[str]:
+    return {a for s in statements(tf, document) if s.effect == "Allow" for a in s.actions}
+
+
 def test_iam_policies_grant_what_each_process_uses(tf: Terraform) -> None:
-    assert _actions(tf, "workers") == {
-        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl",
-        "sqs:GetQueueAttributes", "sqs:SendMessage", "sqs:ListQueues",
-        "sns:Publish", "sns:ListTopics",
-        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:AbortMultipartUpload",
-    } | MONITORING_ACTIONS
+    assert _actions(tf, "worker_common") == {"sqs:ListQueues", "sns:Publish", "sns:ListTopics"} | MONITORING_ACTIONS
+    lake_write = {"s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload"}
+    assert _allowed_actions(tf, "storage") == CONSUME | {
+        "sqs:SendMessage", "s3:ListBucket", "s3:GetObject", "s3:GetObjectVersion", "s3:PutObject",
+        "s3:DeleteObject", "s3:AbortMultipartUpload"}
+    assert _allowed_actions(tf, "table") == CONSUME | lake_write | {
+        "sqs:SendMessage", "s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject"}
+    assert _allowed_actions(tf, "query") == CONSUME | lake_write | {
+        "sqs:SendMessage", "s3:GetObject", "s3:GetObjectVersion"}
+    assert _allowed_actions(tf, "catalog") == CONSUME | {"sqs:SendMessage"}
+    assert _allowed_actions(tf, "transform") == CONSUME | lake_write | {"sqs:SendMessage", "s3:GetObject"}
     assert _actions(tf, "beat") == {
         "sqs:SendMessage", "sqs:GetQueueUrl", "sqs:ListQueues", "sns:CreateTopic", "sns:Publish", "sns:TagResource",
     }
     assert _actions(tf, "flower") == {
         "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ListQueues",
     } | MONITORING_ACTIONS
-    for document in ("workers", "beat", "flower"):
-        body = tf.data[("aws_iam_policy_document", document)]
-        for statement in _as_list(body["statement"]):
-            resources = _unquoted_list(statement["resources"]) if isinstance(statement["resources"], list) else []
-            if "*" in resources:
+    for document in ROLE_DOCUMENTS.values():
+        for statement in statements(tf, document):
+            if statement.effect == "Allow" and "*" in (statement.resources or ()):
                 # Only the actions that have no resource-level permissions get "*".
-                assert set(_unquoted_list(statement["actions"])) <= {
-                    "sqs:ListQueues", "sns:ListTopics", "sns:Unsubscribe"}, statement
+                assert statement.actions <= {"sqs:ListQueues", "sns:ListTopics", "sns:Unsubscribe"}, statement
 
 
 def test_monitoring_grants_only_the_celery_topics_and_queues(tf: Terraform, settings: Settings) -> None:
     region = settings.aws.region
     topics = [f"arn:aws:sns:{region}:*:celeryev", f"arn:aws:sns:{region}:*:celery-pidbox"]
     queues = [f"arn:aws:sqs:{region}:*:celeryev-*", f"arn:aws:sqs:{region}:*:*-celery-pidbox"]
-    for document in ("workers", "flower"):
+    for document in ("worker_common", "flower"):
         actions, resources = _actions_of(tf, document, "MonitoringQueues")
         assert actions == {a for a in MONITORING_ACTIONS if a.startswith("sqs:")}
         assert resources == queues
@@ -421,3 +263,83 @@ def test_lake_policy_covers_the_data_prefix_the_workers_use(tf: Terraform, setti
         "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"}
     # The bucket's objects under the prefix, and nothing else.
     assert _unquoted_list(statement["resources"]) == ["${aws_s3_bucket.storage.arn}/${var.lake_prefix}*"]
+
+
+# -- one role per handler, each allowed only what it does ---------------------------------------
+
+
+def test_each_handler_runs_under_a_role_of_its_own(tf: Terraform, settings: Settings) -> None:
+    roles = tf.instances("aws_iam_role", only="handler")
+    assert {key for (_, key) in roles} == set(HANDLERS)
+    assert len({role["name"] for role in roles.values()}) == len(HANDLERS)
+    for handler in HANDLERS:
+        # Its own policy, and the one every worker shares; nothing else.
+        assert sorted(role_documents(tf, "handler", handler)) == sorted([handler, "worker_common"])
+        # It consumes its own queue and no other handler's.
+        for other in HANDLERS:
+            queue = _queue_arn(settings, other)
+            assert allowed(tf, _docs(tf, handler), "sqs:ReceiveMessage", queue) == (other == handler)
+            assert allowed(tf, _docs(tf, handler), "sqs:DeleteMessage", queue) == (other == handler)
+    assert role_documents(tf, "beat") == ["beat"]
+    assert role_documents(tf, "flower") == ["flower"]
+
+
+def _docs(tf: Terraform, handler: str) -> list[str]:
+    return role_documents(tf, "handler", handler)
+
+
+def _queue_arn(settings: Settings, handler: str) -> str:
+    return f"arn:aws:sqs:{settings.aws.region}:{ACCOUNT}:{settings.queue_name(handler)}"
+
+
+def _object(settings: Settings, key: str) -> str:
+    return f"arn:aws:s3:::{settings.storage.bucket}/{key}"
+
+
+def test_the_transform_role_cannot_delete_reach_outside_the_lake_or_send_onward(
+        tf: Terraform, settings: Settings) -> None:
+    docs = _docs(tf, "transform")
+    lake = tf.variables["lake_prefix"]
+    for key in (f"{lake}main/fct/data_0.parquet", "raw/a.csv", "results/out.parquet"):
+        assert not allowed(tf, docs, "s3:DeleteObject", _object(settings, key)), key
+        assert not allowed(tf, docs, "s3:DeleteObjectVersion", _object(settings, key)), key
+    assert allowed(tf, docs, "s3:PutObject", _object(settings, f"{lake}main/fct/data_0.parquet"))
+    assert allowed(tf, docs, "s3:GetObject", _object(settings, f"{lake}main/fct/data_0.parquet"))
+    assert not allowed(tf, docs, "s3:GetObject", _object(settings, "raw/a.csv"))
+    assert not allowed(tf, docs, "s3:PutObject", _object(settings, "raw/a.csv"))
+    bucket = f"arn:aws:s3:::{settings.storage.bucket}"
+    assert allowed(tf, docs, "s3:ListBucket", bucket, {"s3:prefix": f"{lake}main/"})
+    assert not allowed(tf, docs, "s3:ListBucket", bucket, {"s3:prefix": "raw/"})
+    for handler in HANDLERS:
+        assert allowed(tf, docs, "sqs:SendMessage", _queue_arn(settings, handler)) == (handler == "transform")
+        assert not allowed(tf, docs, "sqs:SendMessage", _queue_arn(settings, handler) + "-dlq")
+    # It still answers remote control (Flower, `celery inspect`) through the monitoring queues.
+    reply = f"arn:aws:sqs:{settings.aws.region}:{ACCOUNT}:0f1e-reply-celery-pidbox"
+    assert allowed(tf, docs, "sqs:SendMessage", reply)
+    # The Deny statements hold even if someone attaches a broader policy later, e.g. the lake's.
+    assert not allowed(tf, [*docs, "lake"], "s3:DeleteObject", _object(settings, f"{lake}x.parquet"))
+
+
+def test_no_handler_but_table_writes_the_lake_and_none_writes_it_through_storage(
+        tf: Terraform, settings: Settings) -> None:
+    lake_file = _object(settings, f"{tf.variables['lake_prefix']}main/t/data_0.parquet")
+    writes = {h: allowed(tf, _docs(tf, h), "s3:PutObject", lake_file) for h in HANDLERS}
+    assert writes == {"storage": False, "query": False, "table": True, "catalog": False, "transform": True}
+    assert not allowed(tf, _docs(tf, "storage"), "s3:DeleteObject", lake_file)
+    for handler in ("storage", "query"):
+        assert allowed(tf, _docs(tf, handler), "s3:PutObject", _object(settings, "results/q.parquet")), handler
+    # Exact reruns read objects by version id.
+    for handler in ("storage", "table", "query"):
+        assert allowed(tf, _docs(tf, handler), "s3:GetObjectVersion", _object(settings, "raw/a.csv")), handler
+    assert not any(allowed(tf, _docs(tf, "catalog"), action, _object(settings, "raw/a.csv"))
+                   for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"))
+
+
+def test_no_worker_role_reads_a_secret(tf: Terraform) -> None:
+    secrets = list(tf.instances("aws_secretsmanager_secret"))
+    assert {name for name, _ in secrets} >= {"registry_url", "lake_catalog", "flower_basic_auth"}
+    arns = [tf.arn(Ref("resource", "aws_secretsmanager_secret", name, key, "arn")) for name, key in secrets]
+    for handler in HANDLERS:
+        assert not any(allowed(tf, _docs(tf, handler), "secretsmanager:GetSecretValue", arn) for arn in arns)
+    execution = role_documents(tf, "execution")
+    assert all(allowed(tf, execution, "secretsmanager:GetSecretValue", arn) for arn in arns)

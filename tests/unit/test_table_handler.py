@@ -265,10 +265,23 @@ def test_create_then_if_not_exists(tables):
     ] is False
 
 
-@pytest.mark.parametrize("bad_type", ["INT; DROP TABLE x", "VARCHAR DEFAULT 'x'", "INT -- c", ""])
+@pytest.mark.parametrize("bad_type", [
+    "INT; DROP TABLE x", "VARCHAR DEFAULT 'x'", "INT -- c", "", "INTEGER DEFAULT 5", "VARCHAR DEFAULT current_user",
+    "INTEGER GENERATED ALWAYS AS (1)", "INTEGER AS (42)", "VARCHAR NOT NULL", "INTEGER PRIMARY KEY",
+    "INTEGER CHECK (a)", "VARCHAR COLLATE nocase", "DECIMAL(18,2) DEFAULT 0", "INTEGER UNIQUE",
+    "STRUCT(a INTEGER)", "DECIMAL(abs(1))",
+])
 def test_create_refuses_types_that_are_not_plain(tables, bad_type):
     result = run(tables, "create", table="t", columns={"a": bad_type})
     assert result.error.type == "InvalidCommand"
+    assert "not a plain DuckDB type" in result.error.message
+
+
+def test_create_accepts_type_names_with_precision_and_scale(tables):
+    columns = {"a": "DECIMAL(18,2)", "b": "DOUBLE PRECISION", "c": "TIMESTAMP WITH TIME ZONE", "d": "VARCHAR(20)",
+               "e": "INTEGER[]", "f": "numeric(10, 3)", "g": "BIGINT"}
+    created = ok(run(tables, "create", table="typed", columns=columns))
+    assert [c["name"] for c in created.outputs[0].facets["columns"]] == list(columns)
 
 
 def test_insert_rows_with_values_as_parameters(tables, warehouse):

@@ -108,7 +108,9 @@ class LocalStorage(StorageBackend):
     def _path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()
         if not path.is_relative_to(self.root):
-            raise UnsafeInput(f"object key {key!r} resolves outside the storage root", key=key)
+            # check_key refused every '..': only a symbolic link leads out.
+            raise UnsafeInput(f"object key {key!r} is a symbolic link, or lies below one, that leads out of the "
+                              f"storage root {self.root}: refused", key=key)
         return path
 
     def _existing(self, key: str, version: str | None = None) -> Path:

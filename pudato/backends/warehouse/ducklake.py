@@ -36,7 +36,7 @@ from pudato import datasets
 from pudato.backends.warehouse import DEFAULT_SCHEMA, TableName, quote_identifier
 from pudato.backends.warehouse.engine import DuckDBEngine, s3_secret_sql
 from pudato.backends.warehouse.session import Session
-from pudato.backends.warehouse.sql import scrubbed, sql_string, translate_error
+from pudato.backends.warehouse.sql import CONNECTION_LOST, scrubbed, sql_string, translate_error
 from pudato.errors import ConfigurationError, PudatoError, SnapshotGone
 from pudato.settings import Settings
 
@@ -138,14 +138,7 @@ class DuckLakeWarehouse(DuckDBEngine):
         "could not serialize access",
         "deadlock detected",
     )
-    open_markers = (
-        "database is locked",
-        "Connection refused",
-        "could not connect",
-        "Unable to connect",
-        "the database system is starting up",
-        "the database system is shutting down",
-    )
+    open_markers = ("database is locked", "Unable to connect", *CONNECTION_LOST)
 
     def __init__(
         self,

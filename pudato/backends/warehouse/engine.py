@@ -23,9 +23,7 @@ import fcntl
 import importlib
 import logging
 import os
-import random
 import threading
-import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
@@ -43,6 +41,7 @@ from pudato.backends.warehouse import (
 )
 from pudato.backends.warehouse.session import Policy, Session
 from pudato.backends.warehouse.sql import scrubbed, sql_string, translate_error
+from pudato.backoff import Backoff
 from pudato.errors import BackendUnavailable, ConfigurationError, NotFound, PudatoError
 from pudato.protocol import DataReference
 from pudato.settings import AWSSettings
@@ -271,10 +270,9 @@ class DuckDBEngine(WarehouseBackend):
             future.set_exception(exc)
 
     def _open_now(self, read_only: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay, attempts = self.retry_initial_s, 0
+        # Jitter spreads out workers that all waited on the same writer.
+        backoff = Backoff(self.retry_initial_s, self.retry_max_s, self.lock_timeout_s, jitter=(0.5, 1.0))
         while True:
-            attempts += 1
             con = self.instance()
             try:
                 self._attach(con, read_only, snapshot)
@@ -284,19 +282,15 @@ class DuckDBEngine(WarehouseBackend):
                 text = str(exc)
                 if not any(marker in text for marker in self.open_markers):
                     raise self._open_error(exc, snapshot) from None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                log.debug("warehouse busy, retrying: %s", scrubbed(text, self._secrets()))
+                if not backoff.wait():
                     raise BackendUnavailable(
                         f"{self.kind} warehouse {self.location} stayed locked or unreachable for "
-                        f"{self.lock_timeout_s:g}s ({attempts} attempts; PUDATO_WAREHOUSE__LOCK_TIMEOUT_S): "
+                        f"{self.lock_timeout_s:g}s ({backoff.attempts} attempts; PUDATO_WAREHOUSE__LOCK_TIMEOUT_S): "
                         f"{scrubbed(text, self._secrets())[:500]}",
-                        attempts=attempts,
+                        attempts=backoff.attempts,
                         **self._where(),
                     ) from None
-                log.debug("warehouse busy, retrying: %s", scrubbed(text, self._secrets()))
-                # Jitter spreads out workers that all waited on the same writer.
-                time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
-                delay = min(delay * 2, self.retry_max_s)
             except BaseException:
                 con.close()
                 raise

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from pudato.backends.warehouse.sql import (
     sql_string,
     translate_error,
 )
+from pudato.backoff import Backoff
 from pudato.errors import BackendUnavailable, InvalidCommand, PudatoError, SnapshotGone
 from pudato.protocol import ExecutionRecord, utcnow
 
@@ -148,23 +148,21 @@ class Session:
         BackendUnavailable, which the worker retries later as a transient error.
         Statements of abandoned attempts are dropped from the step's record.
         """
-        deadline = time.monotonic() + self.policy.retry_timeout_s
-        delay, attempts, recorded = self.policy.retry_initial_s, 0, len(self.executions)
+        policy = self.policy
+        backoff = Backoff(policy.retry_initial_s, policy.retry_max_s, policy.retry_timeout_s)
+        recorded = len(self.executions)
         while True:
-            attempts += 1
             try:
                 with self.transaction():
                     return body(self)
             except WriteConflict as exc:
                 del self.executions[recorded:]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                log.info("write conflict, attempt %d; retrying: %s", backoff.attempts + 1, exc.message[:200])
+                if not backoff.wait():
                     raise BackendUnavailable(
-                        f"{exc.message} (still conflicting after {attempts} attempts)", attempts=attempts
+                        f"{exc.message} (still conflicting after {backoff.attempts} attempts)",
+                        attempts=backoff.attempts,
                     ) from None
-                log.info("write conflict, attempt %d; retrying: %s", attempts, exc.message[:200])
-                time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
-                delay = min(delay * 2, self.policy.retry_max_s)
 
     def restrict(self, files: Sequence[Path | str] = (), directories: Sequence[Path | str] = ()) -> None:
         """Let SQL from a message read only ``files`` and write only below ``directories``.

@@ -12,9 +12,22 @@ from typing import Any
 
 import duckdb
 
-from pudato.errors import PudatoError, QueryFailed, UnsafeInput
+from pudato.errors import BackendUnavailable, PudatoError, QueryFailed, UnsafeInput
 
 ENGINE = "duckdb"
+
+# A statement that lost the lake's catalog or data store midway: the step is retried, not failed.
+CONNECTION_LOST = (
+    "server closed the connection",
+    "terminating connection",
+    "connection to server",
+    "no connection to the server",
+    "Connection refused",
+    "could not connect",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "SSL SYSCALL error",
+)
 
 
 def translate_error(exc: duckdb.Error, statement: str | None = None, scrub: tuple[str, ...] = ()) -> PudatoError:
@@ -26,6 +39,8 @@ def translate_error(exc: duckdb.Error, statement: str | None = None, scrub: tupl
     if isinstance(exc, duckdb.PermissionException):
         # Raised by the query sandbox: the SQL tried to reach a file it was not given.
         return UnsafeInput(f"DuckDB refused file access: {text}", **details)
+    if any(marker in text for marker in CONNECTION_LOST):
+        return BackendUnavailable(f"the warehouse's catalog or storage went away: {text}", **details)
     return QueryFailed(f"DuckDB {type(exc).__name__}: {text}", **details)
 
 
