@@ -151,9 +151,21 @@ def _report(session: Session, columns: Sequence[ColumnRead]) -> Checked:
                     "value": value,
                     "reason": reason,
                     "expected": _expected(spec[column], reason),
+                    "fix": _fix(spec[column], reason),
                 }
             )
     return Checked(int(rows), int(rejected), counts, by_column, errors)
+
+
+def _fix(column: ColumnRead, reason: str) -> str:
+    """The load option (or contract field) that would let such a value in, if it is one."""
+    kind = base_type(str(column.type))
+    if reason == "type" and kind in ("DATE", "TIMESTAMP"):
+        return f"date_formats: {{{column.name}: '<strptime format>'}}, or null_tokens for placeholders"
+    if reason == "type":
+        return "null_tokens, thousands, decimal, currency or negative_parentheses; or types for this column"
+    return {"not-null": "nullable: true in the contract", "unique": "unique_key, or mode: upsert",
+            "allowed": "allowed in the contract", "pattern": "pattern in the contract"}.get(reason, "")
 
 
 def _expected(column: ColumnRead, reason: str) -> str:
