@@ -21,8 +21,10 @@ from typing import Literal
 from pudato.errors import InvalidCommand
 
 Format = Literal["csv", "parquet", "json"]
+LoadFormat = Literal["csv", "parquet", "json", "xlsx"]
 
-_SUFFIXES: dict[str, Format] = {
+_SUFFIXES: dict[str, LoadFormat] = {
+    ".xlsx": "xlsx",
     ".csv": "csv",
     ".tsv": "csv",
     ".txt": "csv",
@@ -36,14 +38,14 @@ _CHUNK = 1 << 20
 _NAME_MAX = 63
 
 
-def format_for(key: str, given: Format | None) -> Format:
+def format_for(key: str, given: LoadFormat | None) -> LoadFormat:
     """The payload's format, else the one the key's suffix implies."""
     if given:
         return given
     suffix = Path(key).suffix.lower()
     if suffix not in _SUFFIXES:
         raise InvalidCommand(
-            f"cannot tell the format of {key!r} from its suffix; give format: csv, parquet or json",
+            f"cannot tell the format of {key!r} from its suffix; give format: csv, parquet, json or xlsx",
             key=key,
         )
     return _SUFFIXES[suffix]
@@ -142,7 +144,10 @@ def utf8_file(path: Path, encoding: str = "auto", label: str = "the file") -> It
         yield target, used
 
 
-_SPREADSHEETS = {b"PK\x03\x04": "xlsx (a zip archive)", b"\xd0\xcf\x11\xe0": "xls (an OLE2 document)"}
+_SPREADSHEETS = {
+    b"PK\x03\x04": ("xlsx (a zip archive)", "give format: xlsx (and sheet: NAME for a sheet other than the first)"),
+    b"\xd0\xcf\x11\xe0": ("xls (an OLE2 document)", "save it as xlsx or export the sheet as CSV"),
+}
 _C1 = re.compile("[\u0080-\u009f]")
 
 
@@ -152,10 +157,10 @@ def not_a_spreadsheet(path: Path, fmt: str, label: str) -> None:
         return
     with path.open("rb") as handle:
         head = handle.read(4)
-    for magic, kind in _SPREADSHEETS.items():
+    for magic, (kind, fix) in _SPREADSHEETS.items():
         if head.startswith(magic):
             raise InvalidCommand(
-                f"{label} is a spreadsheet, {kind}, not {fmt}: export the sheet as CSV and load that file",
+                f"{label} is a spreadsheet, {kind}, not {fmt}: {fix}",
                 dataset=label,
                 format=fmt,
             )

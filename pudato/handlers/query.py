@@ -179,6 +179,11 @@ class QueryHandler(WarehouseHandler):
             version = self.pinned_version(source.key, command)
             info = self.storage.head(source.key, version)  # first: it refuses an unsafe key
             fmt = format_for(source.key, source.format)
+            if fmt == "xlsx":
+                raise InvalidCommand(
+                    f"source {alias!r} is a spreadsheet; load it into a table (format: xlsx) and query the table",
+                    key=source.key,
+                )
             inputs.append(self.storage.reference(source.key, info))
             location = self.storage.direct_url(source.key) if fmt == "parquet" and version is None else None
             if location is None:

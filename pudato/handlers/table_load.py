@@ -35,7 +35,7 @@ from pudato.contracts.reading import read_contract
 from pudato.errors import InvalidCommand
 from pudato.handlers.base import describe_validation_error
 from pudato.handlers.csv_options import (
-    Format,
+    LoadFormat,
     blank_header_names,
     c1_lines,
     check_encoding,
@@ -56,7 +56,8 @@ if TYPE_CHECKING:
 
 class LoadPayload(TablePayload, Parsing):
     key: str
-    format: Format | None = None
+    format: LoadFormat | None = None
+    sheet: str | None = Field(default=None, min_length=1, max_length=100)  # xlsx only; default the first
     mode: Literal["replace", "append", "upsert"] = "replace"
     # CSV only:
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
@@ -147,7 +148,8 @@ def load(handler: TableHandler, payload: LoadPayload, command: Command) -> Outco
                     "it is probably cp1252 (Windows); set encoding: cp1252"
                 )
         with handler.warehouse.session() as session:
-            staged = stage_file(session, fmt, str(path), label, payload.header, payload.delimiter)
+            staged = stage_file(session, fmt, str(path), label, payload.header, payload.delimiter, payload.sheet,
+                                getattr(handler.warehouse, "extension_dir", None))
             blank = (
                 blank_header_names(staged.headers, header_fields(path, payload.delimiter))
                 if fmt == "csv" and payload.header
@@ -292,7 +294,7 @@ def _limit(rules: LoadRules, report: Checked, label: str, where: dict[str, str])
 
 def _outcome(
     target: TableName,
-    fmt: Format,
+    fmt: LoadFormat,
     encoding: str | None,
     source: DataReference,
     outputs: list[DataReference],

@@ -7,10 +7,12 @@ import re
 import zipfile
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from pudato.backends.storage.local import LocalStorage
 from pudato.backends.warehouse.duckdb import DuckDBWarehouse
+from pudato.backends.warehouse.engine import load_extension
 from pudato.handlers.table import TableHandler
 from pudato.protocol import Command, Result
 from pudato.settings import Settings
@@ -209,6 +211,22 @@ def test_c1_control_characters_get_a_warning_naming_lines_and_cp1252(tables):
     assert "cp1252" in warning
 
 
+def test_a_spreadsheet_loads_through_the_excel_reader_with_the_same_rules(tables, storage, warehouse, tmp_path):
+    # The Oxford release's first rows, saved as a workbook by DuckDB's own excel writer.
+    book = tmp_path / "spend.xlsx"
+    with duckdb.connect(config={"autoinstall_known_extensions": False}) as con:
+        load_extension(con, "excel", tmp_path / "ext")
+        csv = DATA / "oxford_spend_2014_q3.csv"
+        con.execute(f"COPY (SELECT * FROM read_csv('{csv}', all_varchar = true) LIMIT 10) TO '{book}' "
+                    "(FORMAT xlsx, HEADER true, SHEET 'Q3')")
+    storage.put_file("raw/spend.xlsx", book)
+    result = ok(run(tables, table="sheet", key="raw/spend.xlsx", sheet="Q3", date_formats=DATE_FORMAT))
+    types = {c["name"]: c["type"] for c in result.data["columns"]}
+    assert types["paid_date"] == "DATE"
+    assert result.data["rows"] == 10
+    assert result.data["format"] == "xlsx"
+
+
 def test_a_spreadsheet_given_as_csv_is_refused_clearly(tables, storage):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as book:
@@ -217,6 +235,7 @@ def test_a_spreadsheet_given_as_csv_is_refused_clearly(tables, storage):
     result = run(tables, table="x", key="raw/budget.xlsx", format="csv")
     assert result.error.type == "InvalidCommand"
     assert "is a spreadsheet, xlsx" in result.error.message
+    assert "format: xlsx" in result.error.message
 
 
 def test_a_blank_header_gets_a_stable_name_in_the_rename_report(tables, storage):

@@ -19,9 +19,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pudato.backends.warehouse import quote_identifier
+from pudato.backends.warehouse.engine import load_extension
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import sql_string
 from pudato.contracts.model import ColumnRead, TextRules
@@ -99,14 +101,19 @@ def base_type(type_: str) -> str:
 
 def stage_file(
     session: Session,
-    fmt: Literal["csv", "parquet", "json"],
+    fmt: Literal["csv", "parquet", "json", "xlsx"],
     location: str,
     label: str,
     header: bool = True,
     delimiter: str | None = None,
+    sheet: str | None = None,
+    extension_dir: Path | None = None,
 ) -> Staged:
-    """Stage the file as a temp table; CSV fields stay text exactly as written."""
-    reader = _csv_reader(location, header, delimiter) if fmt == "csv" else Session.read_sql(fmt, location)
+    """Stage the file as a temp table; CSV and spreadsheet cells stay text exactly as written."""
+    if fmt == "xlsx":
+        reader = _xlsx_reader(session, location, header, sheet, extension_dir)
+    else:
+        reader = _csv_reader(location, header, delimiter) if fmt == "csv" else Session.read_sql(fmt, location)
     try:
         session.execute(f"CREATE OR REPLACE TEMP TABLE {RAW} AS SELECT * FROM {reader}", record=False)
     except PudatoError as exc:
@@ -114,7 +121,8 @@ def stage_file(
     described = session.execute(f"SELECT * FROM {RAW} LIMIT 0", record=False).description
     headers = [d[0] for d in described]
     staged = Staged(
-        headers, {d[0]: str(d[1]) for d in described}, fmt == "csv", _count(session, f"SELECT count(*) FROM {RAW}")
+        headers, {d[0]: str(d[1]) for d in described}, fmt in ("csv", "xlsx"),
+        _count(session, f"SELECT count(*) FROM {RAW}"),
     )
     if fmt == "csv":
         staged.blank = _count(session, f"SELECT count(*) FROM {RAW} WHERE {_blank(headers)}")
@@ -128,6 +136,19 @@ def stage_file(
                 for r, f in session.rows(f"SELECT rowid + 1, {present} {short} ORDER BY rowid LIMIT {_SAMPLE}")
             ]
     return staged
+
+
+def _xlsx_reader(
+    session: Session, location: str, header: bool, sheet: str | None, extension_dir: Path | None
+) -> str:
+    """DuckDB's excel extension, every cell as text; the extension is loaded from its wheel on first use."""
+    if extension_dir is None:
+        raise InvalidCommand("this warehouse cannot read spreadsheets; export the sheet as CSV")
+    load_extension(session.con, "excel", extension_dir)
+    options = [f"header = {str(header).lower()}", "all_varchar = true"]
+    if sheet is not None:
+        options.append(f"sheet = {sql_string(sheet)}")
+    return f"read_xlsx({sql_string(location)}, {', '.join(options)})"
 
 
 def _csv_reader(location: str, header: bool, delimiter: str | None) -> str:
