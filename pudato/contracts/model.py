@@ -156,6 +156,8 @@ class ColumnRead:
     nullable: bool = True
     allowed: tuple[str, ...] | None = None
     pattern: str | None = None
+    # The type was inferred from every value of this release: no value can fail it.
+    inferred: bool = False
 
 
 @dataclass

@@ -275,7 +275,7 @@ def _read(match: Match, rules: LoadRules, existing: dict[str, str], all_varchar:
 
 
 def _typed(read: ColumnRead, type_: str) -> ColumnRead:
-    return ColumnRead(read.name, read.source, type_, read.format, read.nullable, read.allowed, read.pattern)
+    return ColumnRead(read.name, read.source, type_, read.format, read.nullable, read.allowed, read.pattern, True)
 
 
 def _limit(rules: LoadRules, report: Checked, label: str, where: dict[str, str]) -> None:

@@ -71,8 +71,8 @@ def check_rows(
     fallible: list[int] = []
     for i, c in enumerate(columns):
         t, v = _alias("t", i), _alias("v", i)
-        text = base_type(str(c.type)) in TEXT_TYPES and (staged.text or c.source is None)
-        cases = [] if text else [f"WHEN {t} IS NOT NULL AND {v} IS NULL THEN 'type'"]
+        fits = c.inferred or (base_type(str(c.type)) in TEXT_TYPES and (staged.text or c.source is None))
+        cases = [] if fits else [f"WHEN {t} IS NOT NULL AND {v} IS NULL THEN 'type'"]
         if not c.nullable:
             cases.append(f"WHEN {v} IS NULL THEN 'not-null'")
         if c.allowed is not None:
@@ -98,8 +98,11 @@ def check_rows(
         + [_alias("e", i) for i in fallible]
     )
     bad = " OR ".join(f"{_alias('e', i)} IS NOT NULL" for i in fallible) or "false"
+    # When no value can fail (types inferred from these very values, no constraints), a view is enough:
+    # the rows are parsed once, as they are written.
+    kind = "TABLE" if fallible else "VIEW"
     session.execute(
-        f"CREATE OR REPLACE TEMP TABLE {CHECKED} AS "
+        f"CREATE OR REPLACE TEMP {kind} {CHECKED} AS "
         f"WITH t AS (SELECT rowid + 1 AS __pudato_row, *, {', '.join(t_cols)} FROM {RAW} {where}), "
         f"v AS (SELECT *, {', '.join(v_cols)} FROM t), "
         f"w AS (SELECT *{window} FROM v), "
