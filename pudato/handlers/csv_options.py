@@ -200,6 +200,16 @@ def blank_header_names(headers: list[str], written: list[str]) -> dict[str, str]
     return {h: f"column_{i}" for i, (h, w) in enumerate(zip(headers, written, strict=False), start=1) if not w}
 
 
+def column_names(headers: list[str], path: Path | None, delimiter: str | None, normalize: bool = True) -> list[str]:
+    """The names a load gives a file's columns: normalized, blank headers as ``column_<position>``.
+
+    ``path`` is the (UTF-8) CSV file, to tell blank headers from DuckDB's stand-ins; None for other formats.
+    """
+    names = normalize_names(headers) if normalize else list(headers)
+    blank = blank_header_names(headers, header_fields(path, delimiter)) if path is not None else {}
+    return [blank.get(h, n) for h, n in zip(headers, names, strict=True)]
+
+
 def normalize_name(name: str) -> str:
     """``"2014-15 Actuals"`` → ``"_2014_15_actuals"``, ``"Dept Code"`` → ``"dept_code"``."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")

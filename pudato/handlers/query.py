@@ -9,6 +9,7 @@ bounded (``limit``), or whole as a Parquet/CSV object in storage.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import tempfile
 import time
@@ -29,7 +30,7 @@ from pudato.backends.warehouse.sql import ENGINE, parse_statements
 from pudato.backends.warehouse.typed import csv_select
 from pudato.errors import InvalidCommand
 from pudato.handlers.base import Payload, action
-from pudato.handlers.csv_options import Format, format_for, normalize_names, utf8_file
+from pudato.handlers.csv_options import Format, column_names, format_for, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import (
     Command,
@@ -194,7 +195,8 @@ class QueryHandler(WarehouseHandler):
             files.append(location)
             # A location we chose (an object URL, a storage file or our temp copy), not text from the message.
             if fmt == "csv":  # read as a load reads it: the same columns, types and rows
-                views[alias] = csv_select(location, self.storage.reference(source.key, info).uri, normalize_names)
+                names = functools.partial(column_names, path=path, delimiter=None)
+                views[alias] = csv_select(location, self.storage.reference(source.key, info).uri, names)
             else:
                 views[alias] = Session.read_sql(fmt, location)
         return views, inputs, files

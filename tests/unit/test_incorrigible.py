@@ -288,3 +288,16 @@ def test_a_query_in_place_reads_a_csv_as_a_load_does(tables, settings, storage, 
     assert result.status == "succeeded", result.error
     assert result.data["columns"] == [{"name": c["name"], "type": c["type"]} for c in loaded.data["columns"]]
     assert result.data["row_count"] == loaded.data["rows"]
+
+
+def test_a_query_in_place_names_a_blank_header_as_a_load_does(tables, settings, storage):
+    from pudato.handlers.query import QueryHandler
+
+    storage.put_bytes("raw/blank.csv", b"Code,,Name\n1,x,a\n")
+    loaded = ok(run(tables, table="b", key="raw/blank.csv"))
+    query = QueryHandler(settings, storage, DuckDBWarehouse.from_settings(settings))
+    result = query.execute(Command(handler="query", action="run", job_id="job-1", payload={
+        "sql": "SELECT * FROM f", "sources": {"f": {"key": "raw/blank.csv"}},
+    }))
+    assert result.status == "succeeded", result.error
+    assert [c["name"] for c in result.data["columns"]] == [c["name"] for c in loaded.data["columns"]]
