@@ -39,6 +39,9 @@ def _release_lines(step: dict[str, Any]) -> list[str]:
     drift = data.get("drift") or details.get("drift")
     validation = data.get("validation") or details.get("validation")
     lines = [f"drift: {line}" for line in describe_drift(drift)] if isinstance(drift, dict) else []
+    rows = drift.get("rows") if isinstance(drift, dict) else None
+    if lines and isinstance(rows, dict) and rows.get("before") is not None:
+        lines.append(f"drift: rows {rows['before']} -> {rows.get('after')} (release {rows.get('release')})")
     if isinstance(validation, dict) and validation.get("rejected"):
         kept = f", kept in {validation['rejected_table']}" if validation.get("rejected_table") else ""
         counts = validation.get("counts")
