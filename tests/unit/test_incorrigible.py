@@ -301,3 +301,13 @@ def test_a_query_in_place_names_a_blank_header_as_a_load_does(tables, settings, 
     }))
     assert result.status == "succeeded", result.error
     assert [c["name"] for c in result.data["columns"]] == [c["name"] for c in loaded.data["columns"]]
+
+
+def test_a_replace_reports_a_column_whose_values_changed_type(tables, storage):
+    storage.put_bytes("raw/a.csv", b"id,amount\n1,10\n")
+    storage.put_bytes("raw/b.csv", b"id,amount\n1,10.50\n")
+    ok(run(tables, table="r", key="raw/a.csv"))
+    result = ok(run(tables, table="r", key="raw/b.csv"))
+    assert result.data["drift"]["retyped"] == [{"column": "amount", "from": "BIGINT", "to": "DECIMAL(18,2)"}]
+    refused = run(tables, table="r", key="raw/a.csv", contract={"policies": {"retyped": "fail"}})
+    assert refused.error.type == "DriftRefused"
