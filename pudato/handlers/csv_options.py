@@ -195,9 +195,11 @@ def _guess_delimiter(sample: str) -> str:
 
 def blank_header_names(headers: list[str], written: list[str]) -> dict[str, str]:
     """Stable names for blank headers: ``column_<position>`` (1-based), keyed by DuckDB's stand-in."""
-    if len(headers) != len(written):
+    if len(headers) < len(written):
         return {}
-    return {h: f"column_{i}" for i, (h, w) in enumerate(zip(headers, written, strict=False), start=1) if not w}
+    # Columns past the header's last (from records longer than it) have no header either.
+    written = written + [""] * (len(headers) - len(written))
+    return {h: f"column_{i}" for i, (h, w) in enumerate(zip(headers, written, strict=True), start=1) if not w}
 
 
 def column_names(headers: list[str], path: Path | None, delimiter: str | None, normalize: bool = True) -> list[str]:

@@ -148,13 +148,10 @@ def load(handler: TableHandler, payload: LoadPayload, command: Command) -> Outco
                     "it is probably cp1252 (Windows); set encoding: cp1252"
                 )
         with handler.warehouse.session() as session:
+            written = header_fields(path, payload.delimiter) if fmt == "csv" and payload.header else None
             staged = stage_file(session, fmt, str(path), label, payload.header, payload.delimiter, payload.sheet,
-                                getattr(handler.warehouse, "extension_dir", None))
-            blank = (
-                blank_header_names(staged.headers, header_fields(path, payload.delimiter))
-                if fmt == "csv" and payload.header
-                else {}
-            )
+                                getattr(handler.warehouse, "extension_dir", None), len(written) if written else None)
+            blank = blank_header_names(staged.headers, written) if written else {}
             found = session.find(name)
             plan = _plan(session, payload, rules, staged, found[0] if found else None, blank)
             dataset = handler.warehouse.reference(plan.table or name)
@@ -311,6 +308,10 @@ def _outcome(
     validation = report.as_dict()
     validation["blank_records_skipped"] = staged.blank
     validation["short_records"] = {"count": staged.short_count, "rows": staged.short}
+    validation["long_records"] = {"count": staged.long_count, "rows": staged.long}
+    if staged.long_count:
+        warnings.append(f"{staged.long_count} record(s) longer than the header: their extra fields are kept in "
+                        f"columns named column_<position>; rows {staged.long[:20]}")
     if len(outputs) > 1:
         validation["rejected_table"] = outputs[1].name.rsplit("/", 1)[-1]
         validation["rejected_dataset"] = outputs[1].uri

@@ -311,3 +311,13 @@ def test_a_replace_reports_a_column_whose_values_changed_type(tables, storage):
     assert result.data["drift"]["retyped"] == [{"column": "amount", "from": "BIGINT", "to": "DECIMAL(18,2)"}]
     refused = run(tables, table="r", key="raw/a.csv", contract={"policies": {"retyped": "fail"}})
     assert refused.error.type == "DriftRefused"
+
+
+def test_a_record_longer_than_the_header_keeps_its_extra_field(tables, storage, warehouse):
+    rows = (DATA / "la_gf_revenue_short_record.csv").read_text().splitlines()
+    storage.put_bytes("raw/long.csv", "\n".join([*rows[:3], rows[3] + ",a stray note", *rows[4:6]]).encode() + b"\n")
+    result = ok(run(tables, table="long", key="raw/long.csv"))
+    validation = result.data["validation"]
+    assert validation["long_records"] == {"count": 1, "rows": [3]}
+    assert validation["short_records"]["count"] == 0
+    assert fetch(warehouse, "SELECT column_14 FROM long WHERE column_14 IS NOT NULL") == [("a stray note",)]

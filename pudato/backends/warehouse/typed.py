@@ -71,6 +71,8 @@ class Staged:
     blank: int = 0
     short: list[dict[str, int]] = field(default_factory=list)
     short_count: int = 0
+    long: list[int] = field(default_factory=list)
+    long_count: int = 0
 
 
 @dataclass
@@ -108,6 +110,7 @@ def stage_file(
     delimiter: str | None = None,
     sheet: str | None = None,
     extension_dir: Path | None = None,
+    header_width: int | None = None,
 ) -> Staged:
     """Stage the file as a temp table; CSV and spreadsheet cells stay text exactly as written."""
     if fmt == "xlsx":
@@ -126,13 +129,21 @@ def stage_file(
     )
     if fmt == "csv":
         staged.blank = _count(session, f"SELECT count(*) FROM {RAW} WHERE {_blank(headers)}")
-        if len(headers) > 1:
-            last = quote_identifier(headers[-1])
-            present = " + ".join(f"({quote_identifier(h)} IS NOT NULL)::INT" for h in headers)
+        # A record longer than the header makes DuckDB add columns; records are short against the header.
+        width = header_width if header_width and header_width < len(headers) else len(headers)
+        extra = headers[width:]
+        if extra:
+            longer = " OR ".join(f"{quote_identifier(h)} IS NOT NULL" for h in extra)
+            staged.long_count = _count(session, f"SELECT count(*) FROM {RAW} WHERE {longer}")
+            staged.long = [int(r) for (r,) in session.rows(
+                f"SELECT rowid + 1 FROM {RAW} WHERE {longer} ORDER BY rowid LIMIT {_SAMPLE}")]
+        if width > 1:
+            last = quote_identifier(headers[width - 1])
+            present = " + ".join(f"({quote_identifier(h)} IS NOT NULL)::INT" for h in headers[:width])
             short = f"FROM {RAW} WHERE {last} IS NULL AND NOT ({_blank(headers)})"
             staged.short_count = _count(session, f"SELECT count(*) {short}")
             staged.short = [
-                {"row": int(r), "fields": int(f), "expected": len(headers)}
+                {"row": int(r), "fields": int(f), "expected": width}
                 for r, f in session.rows(f"SELECT rowid + 1, {present} {short} ORDER BY rowid LIMIT {_SAMPLE}")
             ]
     return staged
