@@ -143,3 +143,25 @@ def test_a_named_contract_without_a_pinned_commit_is_refused(tmp_path):
     )
     assert result.error.type == "InvalidCommand"
     assert "logic repository" in result.error.message
+
+
+def test_an_old_excel_workbook_is_named_with_its_fix(tmp_path):
+    from pudato.handlers.csv_options import not_a_spreadsheet
+
+    book = tmp_path / "budget.xls"
+    book.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504)
+    with pytest.raises(InvalidCommand) as caught:
+        not_a_spreadsheet(book, "csv", "s3://b/budget.xls")
+    assert caught.value.message == (
+        "s3://b/budget.xls is a spreadsheet, xls (an OLE2 document), not csv: "
+        "save it as xlsx or export the sheet as CSV"
+    )
+
+
+def test_c1_lines_are_found_in_latin1_text_that_was_cp1252(tmp_path):
+    from pudato.handlers.csv_options import c1_lines
+
+    decoded = (DATA / "oxford_spend_2014_q3_cp1252.csv").read_bytes().decode("latin-1")
+    text = tmp_path / "as_latin1.csv"
+    text.write_text(decoded, encoding="utf-8")
+    assert c1_lines(text) == [3]
