@@ -8,6 +8,7 @@ what           namespace                   name
 =============  ==========================  ==================
 S3 object      ``s3://{bucket}``           ``{key}``
 local file     ``file``                    ``{absolute path}``
+logic file     ``{repository URL}``        ``{path in the repository}``
 lake table     ``ducklake://{lake}``       ``{schema}.{table}``
 DuckDB table   ``duckdb://{database}``     ``{schema}.{table}``
 =============  ==========================  ==================
@@ -18,6 +19,7 @@ is the DuckDB file's stem. The schema is always spelled out (``main.t``, not ``t
 
 Which version of a dataset a step read or wrote travels in the reference's facets:
 
+* logic files (a dbt seed): ``version`` (the commit SHA), ``sha256``;
 * S3 objects: ``version`` (the S3 version id), ``sha256``, ``etag``, ``size``;
 * warehouse tables: ``snapshot_id`` (the lake snapshot, lake only), ``rows``,
   ``schema_fingerprint`` (sha256 of the ordered column names and types) and ``columns``.
@@ -39,6 +41,15 @@ def s3_object(bucket: str, key: str, **facets: object) -> DataReference:
 
 def local_file(path: Path | str, **facets: object) -> DataReference:
     return DataReference(namespace="file", name=str(Path(path).resolve()), facets=dict(facets))
+
+
+def logic_file(repo: str, path: str, sha: str, **facets: object) -> DataReference:
+    """A file in the logic repository at one commit: named by the repository, never by a checkout's path.
+
+    A local repository path becomes a ``file://`` URL, so every worker names it alike.
+    """
+    namespace = repo if "://" in repo else f"file://{Path(repo).resolve()}" if repo else "logic"
+    return DataReference(namespace=namespace.rstrip("/"), name=path.lstrip("/"), facets={"version": sha, **facets})
 
 
 def warehouse_table(namespace: str, qualified_table: str, **facets: object) -> DataReference:

@@ -173,6 +173,37 @@ class FanoutSettings(_Section):
     events_topic: str = "pudato-events"
 
 
+class LineageSettings(_Section):
+    """OpenLineage: where events go is configured the OpenLineage way (``openlineage.yml`` or
+    ``OPENLINEAGE_*``, see the README); these say whether Pudato emits and under which namespace.
+
+    ``openlineage``: ``None`` emits exactly when an OpenLineage transport is configured.
+    Undelivered events wait in the registry's spool folder, like step records.
+    """
+
+    openlineage: bool | None = None
+    namespace: str = "pudato"
+
+    def emits(self) -> bool:
+        if self.openlineage is not None:
+            return self.openlineage
+        return openlineage_configured()
+
+
+def openlineage_configured() -> bool:
+    """True when the OpenLineage client would find a transport: its variables or an ``openlineage.yml``."""
+    import os
+
+    if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
+        return False
+    if any(os.environ.get(name) for name in ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG")):
+        return True
+    if any(name.startswith("OPENLINEAGE__TRANSPORT") for name in os.environ):
+        return True
+    places = (Path.cwd() / "openlineage.yml", Path.home() / ".openlineage" / "openlineage.yml")
+    return any(place.is_file() for place in places)
+
+
 class FlowerSettings(_Section):
     """Flower's login. Flower shows every task's arguments and result, so it never runs open by mistake.
 
@@ -204,6 +235,9 @@ class Settings(BaseSettings):
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     beat: BeatSettings = Field(default_factory=BeatSettings)
+    lineage: LineageSettings = Field(default_factory=LineageSettings)
+
+
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
 
     def queue_name(self, handler: str) -> str:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,3 +27,33 @@ def _isolated_settings(
     reset_settings()
     yield
     reset_settings()
+
+
+OPENLINEAGE_SPEC = Path(__file__).resolve().parent / "data" / "openlineage"
+
+
+@pytest.fixture(scope="session")
+def openlineage_validate() -> Callable[[dict[str, Any]], None]:
+    """Validate one OpenLineage event, and each of its facets against the facet's own schema."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    schemas = [json.loads(p.read_text()) for p in sorted(OPENLINEAGE_SPEC.rglob("*.json"))]
+    registry: Registry[Any] = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
+    core = next(s for s in schemas if s["$id"].endswith("/OpenLineage.json"))
+
+    def validate(event: dict[str, Any]) -> None:
+        Draft202012Validator({"$ref": event["schemaURL"]}, registry=registry).validate(event)
+        assert event["schemaURL"].startswith(core["$id"]), event["schemaURL"]
+        for facet in _facets(event):
+            Draft202012Validator({"$ref": facet["_schemaURL"]}, registry=registry).validate(facet)
+
+    return validate
+
+
+def _facets(event: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from (event.get("run", {}).get("facets") or {}).values()
+    yield from (event.get("job", {}).get("facets") or {}).values()
+    for dataset in [*(event.get("inputs") or []), *(event.get("outputs") or [])]:
+        for key in ("facets", "inputFacets", "outputFacets"):
+            yield from (dataset.get(key) or {}).values()

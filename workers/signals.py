@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import signals
 
@@ -26,6 +26,9 @@ from pudato.registry.recorder import StepRecorder
 from pudato.registry.repository import Registry, StepUpdate
 from pudato.settings import get_settings
 from workers.identity import identify
+
+if TYPE_CHECKING:
+    from pudato.lineage.emitter import LineageEmitter
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ def on(*celery_signals: Any) -> Callable[[Receiver], Receiver]:
 
 _recorder: StepRecorder | None = None
 _publisher: Publisher | None = None
+_lineage: LineageEmitter | None = None
 
 
 def publisher() -> Publisher | None:
@@ -58,7 +62,14 @@ def recorder() -> StepRecorder:
     global _recorder
     if _recorder is None:
         settings = get_settings()
-        _recorder = StepRecorder(Registry(settings.registry.url), settings.registry.spool_dir, _job_finished)
+        registry = Registry(settings.registry.url)
+        global _lineage
+        if settings.lineage.emits():
+            from pudato.lineage.emitter import LineageEmitter  # the OpenLineage client, only when used
+
+            _lineage = LineageEmitter(registry, settings.lineage.namespace, settings.registry.spool_dir)
+        _recorder = StepRecorder(registry, settings.registry.spool_dir, _job_finished,
+                                 on_written=_lineage.observe if _lineage else None)
     return _recorder
 
 
@@ -151,6 +162,8 @@ def flush_on_shutdown(**_: Any) -> None:
         _publisher.drain.close(timeout=5.0)
     if _recorder is not None:
         _recorder.drain.close(timeout=10.0)
+    if _lineage is not None:  # after the recorder: its last updates queue the last events
+        _lineage.drain.close(timeout=10.0)
 
 
 def record_result(request: Any, outcome: Result) -> None:

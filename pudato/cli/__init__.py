@@ -15,6 +15,7 @@ import typer
 from pudato.cli.datasets import datasets_app
 from pudato.cli.errors import run as run_cli
 from pudato.cli.flower import flower
+from pudato.cli.lineage import lineage
 from pudato.cli.local import local_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -181,21 +182,7 @@ def rerun(
     _follow(submitted.job_id, wait, as_json, timeout)
 
 
-@app.command()
-def lineage(
-    namespace: str,
-    name: str,
-    downstream: bool = typer.Option(False, "--downstream", help="What was made from it (default: what made it)."),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Trace a dataset, e.g. `pudato lineage ducklake://pudato_lake main.fct_gf_revenue`."""
-    from pudato import lineage as tracing
-    from pudato.registry.repository import Registry
-    from pudato.settings import get_settings
-
-    direction = "downstream" if downstream else "upstream"
-    edges = tracing.trace(Registry(get_settings().registry.url), namespace, name, direction)
-    _print_json(edges) if as_json else typer.echo(tracing.format_trace(edges, direction) or "no lineage recorded")
+app.command("lineage")(lineage)
 
 
 @schedules_app.command("list")

@@ -27,8 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pudato.backends.warehouse import TableName, check_identifier, quote_identifier
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import ENGINE, parse_statements
+<<<<<<< HEAD
 from pudato.backends.warehouse.typed import csv_select
 from pudato.errors import InvalidCommand
+=======
+from pudato.errors import InvalidCommand, PudatoError
+>>>>>>> main
 from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, column_names, format_for, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
@@ -85,6 +89,16 @@ class QueryHandler(WarehouseHandler):
 
     @action("run", RunPayload)
     def run(self, payload: RunPayload, command: Command) -> Outcome:
+        read: list[DataReference] = []
+        try:
+            return self._run(payload, command, read)
+        except PudatoError as exc:
+            # A query that failed still records what it was reading (the sources, the tables named).
+            if exc.outcome is None and read:
+                exc.outcome = Outcome(inputs=read)
+            raise
+
+    def _run(self, payload: RunPayload, command: Command, read: list[DataReference]) -> Outcome:
         max_rows = self.settings.warehouse.max_rows
         limit = payload.limit if payload.limit is not None else min(_DEFAULT_LIMIT, max_rows)
         if limit > max_rows:
@@ -94,6 +108,7 @@ class QueryHandler(WarehouseHandler):
             self.storage.reference(payload.output.key)  # refuse a bad key before any work
         with ExitStack() as stack:
             views, inputs, files = self._sources(stack, payload.sources, command)
+            read.extend(inputs)
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pudato-query-")))
             writes = [workdir] if payload.output else []
             snapshots = self._snapshots(payload, command)
@@ -102,6 +117,7 @@ class QueryHandler(WarehouseHandler):
                     view = f"CREATE TEMP VIEW {quote_identifier(alias)} AS SELECT * FROM {reader}"
                     session.execute(view, record=False)
                 tables = session.tables_read(sql, skip=list(views))
+                read[:0] = [self.warehouse.reference(t) for t in tables]
                 if payload.output:
                     target = workdir / f"result.{payload.output.format}"
                     columns, written = session.copy_to(sql, payload.output.format, target)

@@ -38,7 +38,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,21 +48,26 @@ from pydantic import Field
 from pudato import datasets
 from pudato.backends.logic import Checkout, LogicRepository, is_sha, logic_backend
 from pudato.backends.warehouse import WarehouseBackend, warehouse_backend
-from pudato.errors import BackendUnavailable, InvalidCommand, TerminalError, UnsafeInput
+from pudato.errors import BackendUnavailable, InvalidCommand, PudatoError, TerminalError, UnsafeInput
 from pudato.handlers import dbt_pins
 from pudato.handlers.base import Handler, Payload, action
+from pudato.lineage.dbt_artifacts import FAILED_STATUSES, RAN_STATUSES, RELATIONAL, LogicSource
+from pudato.lineage.dbt_artifacts import Node as _Node
+from pudato.lineage.dbt_artifacts import execute_start as _execute_start
+from pudato.lineage.dbt_artifacts import graph as _graph
+from pudato.lineage.dbt_artifacts import node_record as _node_record
+from pudato.lineage.dbt_artifacts import read_json as _read_json
+from pudato.lineage.dbt_artifacts import short as _short
+from pudato.lineage.dbt_artifacts import test_record as _test_record
+from pudato.lineage.dbt_artifacts import upstream as _upstream
+from pudato.lineage.dbt_artifacts import without_code as _without_code
 from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outcome, utcnow
 from pudato.settings import Settings, get_settings
 
 _SELECTOR = re.compile(r"^[A-Za-z0-9_.:+*@/,=-]+$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _PROFILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
-_TEXT_MAX = 10_000
-_MESSAGE_MAX = 2_000
-FAILED_STATUSES = {"error", "fail", "runtime error"}
 # Statuses of nodes that ran far enough to read their inputs.
-RAN_STATUSES = {"success", "pass", "fail", "warn"}
-RELATIONAL = {"model", "seed", "snapshot"}
 BUILDING_ACTIONS = {"build", "run", "seed"}
 DEFAULT_TARGET = "pudato"
 # DuckDB's words for "another process holds the warehouse" (a file) or "committed first" (the lake):
@@ -94,17 +98,6 @@ class TransformPayload(Payload):
     # Ad hoc only: used when the command carries no logic_repo / logic_version.
     repo: str | None = None
     ref: str | None = None
-
-
-@dataclass(frozen=True)
-class _Node:
-    """What lineage needs of one manifest node or source."""
-
-    resource_type: str
-    relation: str | None  # "schema.table", None for tests and ephemeral models
-    depends_on: tuple[str, ...]
-    attached_node: str | None = None
-    seed_file: str | None = None
 
 
 class TransformHandler(Handler):
@@ -158,8 +151,14 @@ class TransformHandler(Handler):
         work = self.work_root / checkout.sha
         work.mkdir(parents=True, exist_ok=True)
         with _DBT_LOCK, _file_lock(work / ".lock"):
-            run = _Run(self, verb, payload, command, checkout, profile, target, work)
-            return run.execute()
+            try:
+                run = _Run(self, verb, payload, command, checkout, profile, target, work)
+                return run.execute()
+            except PudatoError as exc:
+                # A failed step still records which commit it ran (a selector that matched nothing, a parse error).
+                if exc.outcome is None:
+                    exc.outcome = Outcome(logic_version=checkout.sha)
+                raise
 
     def _pin(self, payload: TransformPayload, command: Command) -> tuple[str, str]:
         """The repository and full SHA to run: the command's pin, else the payload's ref resolved now."""
@@ -225,13 +224,13 @@ class _Run:
         outcome = _with_versions(outcome, self.warehouse, before, self.pins)
         self._raise_on_failure(result, results, outcome)
         if not results and (self.payload.select or self.payload.exclude):
-            raise InvalidCommand(
+            raise _with_outcome(outcome, InvalidCommand(
                 f"selector {' '.join(self.payload.select) or '(all)'}"
                 + (f" excluding {' '.join(self.payload.exclude)}" if self.payload.exclude else "")
                 + f" matched no nodes for dbt {self.verb} at {self.checkout.sha[:12]}",
                 select=self.payload.select,
                 exclude=self.payload.exclude,
-            )
+            ))
         return outcome
 
     def _invoke_waiting_for_warehouse(self, args: list[str], manifest: Any) -> tuple[Any, list[dict[str, Any]]]:
@@ -348,7 +347,7 @@ class _Run:
         for item in results:
             uid, status = item["unique_id"], item.get("status")
             node = graph.get(uid) or _Node(uid.split(".", 1)[0], None, ())
-            upstream = _upstream(uid, graph, namespace, self.checkout.path)
+            upstream = _upstream(uid, graph, namespace, self._logic_source())
             record = _node_record(item, node, upstream)
             nodes.append(record)
             if node.resource_type == "test":
@@ -387,6 +386,10 @@ class _Run:
             events=[Event(type="transform.built", dataset=_without_code(ref)) for ref in outputs.values()],
             logic_version=self.checkout.sha,
         )
+
+    def _logic_source(self) -> LogicSource:
+        repo = self.command.logic_repo or self.payload.repo or ""
+        return LogicSource(repo, self.checkout.sha, self.checkout.path)
 
     def _statement(self) -> str:
         target = ["--target", self.target] if self.payload.target else []
@@ -552,101 +555,6 @@ def _declares_packages(project: Path) -> bool:
     return False
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _graph(manifest: dict[str, Any]) -> dict[str, _Node]:
-    graph: dict[str, _Node] = {}
-    for uid, node in (manifest.get("nodes") or {}).items():
-        kind = node.get("resource_type", uid.split(".", 1)[0])
-        materialized = (node.get("config") or {}).get("materialized")
-        relational = kind in RELATIONAL and materialized != "ephemeral"
-        graph[uid] = _Node(
-            resource_type=kind,
-            relation=f"{node.get('schema')}.{node.get('alias') or node.get('name')}" if relational else None,
-            depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
-            attached_node=node.get("attached_node"),
-            seed_file=node.get("original_file_path") if kind == "seed" else None,
-        )
-    for uid, source in (manifest.get("sources") or {}).items():
-        name = source.get("identifier") or source.get("name")
-        graph[uid] = _Node("source", f"{source.get('schema')}.{name}", ())
-    return graph
-
-
-def _upstream(uid: str, graph: dict[str, _Node], namespace: str, project: Path) -> list[DataReference]:
-    """The relations a node reads, looking through ephemeral models (they are inlined SQL)."""
-    found: dict[str, DataReference] = {}
-    pending, seen = list(graph[uid].depends_on) if uid in graph else [], set()
-    while pending:
-        parent = pending.pop(0)
-        if parent in seen or parent not in graph:
-            continue
-        seen.add(parent)
-        node = graph[parent]
-        if node.relation:
-            found[node.relation] = datasets.warehouse_table(namespace, node.relation, unique_id=parent,
-                                                            resource_type=node.resource_type)  # fmt: skip
-        elif node.resource_type == "model":
-            pending.extend(node.depends_on)
-    node = graph.get(uid)
-    if node is not None and node.seed_file:
-        seed = project / node.seed_file
-        digest = hashlib.sha256(seed.read_bytes()).hexdigest() if seed.is_file() else None
-        found[node.seed_file] = datasets.local_file(seed, **({"sha256": digest} if digest else {}))
-    return list(found.values())
-
-
-def _node_record(item: dict[str, Any], node: _Node, upstream: list[DataReference]) -> dict[str, Any]:
-    """One run_results entry, with its relation and the datasets it read."""
-    return {
-        "unique_id": item["unique_id"],
-        "resource_type": node.resource_type,
-        "status": item.get("status"),
-        "relation": node.relation,
-        "depends_on": [ref.name for ref in upstream],
-        "rows_affected": (item.get("adapter_response") or {}).get("rows_affected"),
-        "execution_time": item.get("execution_time"),
-        "message": _short(item.get("message")),
-        "compiled_code": _truncate(item.get("compiled_code")),
-    }
-
-
-def _test_record(item: dict[str, Any], node: _Node) -> dict[str, Any]:
-    return {
-        "unique_id": item["unique_id"],
-        "status": item.get("status"),
-        "failures": item.get("failures"),
-        "message": _short(item.get("message")),
-        "attached_node": node.attached_node,
-        "models": [dep for dep in node.depends_on if not dep.startswith("macro.")],
-    }
-
-
-def _without_code(ref: DataReference) -> DataReference:
-    # Events fan out on SNS; the SQL is already in the Result, once is enough.
-    return ref.model_copy(update={"facets": {k: v for k, v in ref.facets.items() if k != "compiled_code"}})
-
-
-def _execute_start(item: dict[str, Any]) -> datetime | None:
-    for phase in item.get("timing") or []:
-        if phase.get("name") == "execute" and phase.get("started_at"):
-            try:
-                return datetime.fromisoformat(phase["started_at"])
-            except ValueError:
-                return None
-    return None
-
-
-def _truncate(text: str | None, limit: int = _TEXT_MAX) -> str | None:
-    if text is None:
-        return None
-    return text if len(text) <= limit else text[:limit] + f"\n-- truncated ({len(text)} characters)"
-
-
-def _short(text: Any, limit: int = _MESSAGE_MAX) -> str | None:
-    return None if text is None else _truncate(str(text), limit)
+def _with_outcome(outcome: Outcome, error: PudatoError) -> PudatoError:
+    error.outcome = outcome
+    return error

@@ -206,3 +206,31 @@ class BeatLease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
+
+
+class LineageLink(Base):
+    """One dataset-to-dataset link, whatever number of steps made it: the graph lineage queries walk.
+
+    ``lineage_edges`` grows with every run; this table grows only with the graph
+    (a pipeline run for the thousandth time adds no row, it updates ``last_*`` and
+    ``runs``). A recursive query over it costs the same at 10k or 1M steps.
+    """
+
+    __tablename__ = "lineage_links"
+    __table_args__ = (
+        UniqueConstraint("target_namespace", "target_name", "source_namespace", "source_name",
+                         name="uq_lineage_links_pair"),
+        Index("ix_lineage_links_source", "source_namespace", "source_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_namespace: Mapped[str] = mapped_column(String(255))
+    source_name: Mapped[str] = mapped_column(String(1024))
+    target_namespace: Mapped[str] = mapped_column(String(255))
+    target_name: Mapped[str] = mapped_column(String(1024))
+    step_id: Mapped[str] = mapped_column(String(64))  # the latest step that made the link
+    job_id: Mapped[str] = mapped_column(String(64))
+    logic_version: Mapped[str | None] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime | None]
+    runs: Mapped[int] = mapped_column(Integer, default=1)

@@ -7,6 +7,7 @@ tries again, and at shutdown it spools what is left to disk for the next start.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,11 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from pudato.background import Drain
 from pudato.registry.repository import Registry, StepUpdate
 
+log = logging.getLogger(__name__)
+
 JobFinished = Callable[[StepUpdate, str], None]
+# Told of every update once written, with the job's status if it finished the job (OpenLineage).
+Written = Callable[[StepUpdate, str | None], None]
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -25,9 +30,16 @@ def is_outage(exc: BaseException) -> bool:
 
 
 class StepRecorder:
-    def __init__(self, registry: Registry, spool_dir: Path | None, on_job_finished: JobFinished | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        spool_dir: Path | None,
+        on_job_finished: JobFinished | None = None,
+        on_written: Written | None = None,
+    ) -> None:
         self.registry = registry
         self.on_job_finished = on_job_finished
+        self.on_written = on_written
         self.drain = Drain(
             "step-records",
             self._write,
@@ -46,5 +58,10 @@ class StepRecorder:
             # Pop only after the write committed, so a retry resumes at the first unwritten one.
             finished = self.registry.apply(updates[0])
             update = updates.pop(0)
+            if self.on_written:
+                try:
+                    self.on_written(update, finished)
+                except Exception:  # never write the update twice because a listener failed
+                    log.exception("a listener failed on the update of step %s", update.step_id)
             if finished and self.on_job_finished:
                 self.on_job_finished(update, finished)

@@ -19,6 +19,7 @@ from pudato.inline import recorded_canvas, recorded_payload
 from pudato.protocol import DataReference, utcnow
 from pudato.registry.database import session_scope
 from pudato.registry.drift import record_drift
+from pudato.registry.links import Pair, upsert_links
 from pudato.registry.models import Dataset, Job, LineageEdge, RejectedMessage, Step, StepDataset
 
 TERMINAL = ("succeeded", "failed")
@@ -210,10 +211,12 @@ class Registry:
         for old_edge in session.scalars(select(LineageEdge).where(LineageEdge.step_id == step.id)):
             session.delete(old_edge)
         inputs = [(ref["namespace"], ref["name"]) for ref in step.inputs or []]
+        pairs: list[Pair] = []
         for output in step.outputs or []:
             derived = (output.get("facets") or {}).get("derived_from")
             sources = [(ref["namespace"], ref["name"]) for ref in derived] if derived is not None else inputs
             for namespace, name in dict.fromkeys(sources):
+                pairs.append((namespace, name, output["namespace"], output["name"]))
                 session.add(
                     LineageEdge(
                         step_id=step.id, job_id=step.job_id, logic_version=step.logic_version,
@@ -221,6 +224,7 @@ class Registry:
                         target_namespace=output["namespace"], target_name=output["name"],
                     )
                 )
+        upsert_links(session, pairs, step.id, step.job_id, step.logic_version, step.finished_at or utcnow())
         for direction, refs in (("input", step.inputs or []), ("output", step.outputs or [])):
             for ref in refs:
                 session.add(

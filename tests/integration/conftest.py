@@ -7,9 +7,12 @@ per handler queue, each consuming only its own queue.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +53,59 @@ class Stack:
         return Path(self.workers[handler].log_file).read_text(errors="replace")
 
 
+class LineageReceiver:
+    """A real HTTP endpoint for OpenLineage events (what Marquez offers), that can be stopped and started."""
+
+    def __init__(self) -> None:
+        self.port = devstack.free_port()
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    receiver.events.append(json.loads(body))
+                self.send_response(201)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def of_job(self, job_id: str) -> list[dict[str, Any]]:
+        """The events of a job's run and of the runs whose parent it is, in the order they arrived."""
+        with self._lock:
+            return [e for e in self.events if e["run"]["runId"] == job_id
+                    or (e["run"].get("facets") or {}).get("parent", {}).get("run", {}).get("runId") == job_id]
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def lineage_receiver() -> Iterator[LineageReceiver]:
+    receiver = LineageReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, lineage_receiver: LineageReceiver) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("stack")
     with devstack.moto_server(log_path=state / "moto.log") as endpoint, devstack.postgres_cluster() as postgres:
         env = {
@@ -69,6 +123,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "PUDATO_WAREHOUSE__EXTENSION_DIR": str(state / "duckdb_extensions"),
             "PUDATO_WORKER__LIVENESS_DIR": str(state / "liveness"),
             "PUDATO_LOGIC__CACHE_DIR": str(state / "logic"),
+            # OpenLineage, configured its own way: every step of every test reports to the receiver.
+            "OPENLINEAGE__TRANSPORT__TYPE": "http",
+            "OPENLINEAGE__TRANSPORT__URL": lineage_receiver.url,
+            "OPENLINEAGE__TRANSPORT__TIMEOUT": "2",
+            "OPENLINEAGE__TRANSPORT__RETRY": '{"total": 1, "backoff_factor": 0.1}',
         }
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)

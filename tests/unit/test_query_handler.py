@@ -219,3 +219,12 @@ def test_query_on_a_fresh_warehouse_and_missing_payload(query, warehouse):
     assert missing.error.type == "InvalidCommand" and "sql" in missing.error.message
     unknown = query.execute(Command(handler="query", action="explain", payload={"sql": "SELECT 1"}))
     assert unknown.error.type == "InvalidCommand"
+
+
+def test_a_failed_query_keeps_its_inputs(query, loaded, storage):
+    storage.put_bytes("raw/n.csv", b"n\n1\n")
+    result = run(query, sql="SELECT no_such_column FROM budget.revenue_1718, f", sources={"f": {"key": "raw/n.csv"}})
+    assert result.status == "failed"
+    names = [i.name for i in result.inputs]
+    assert "budget.revenue_1718" in names
+    assert any(name.endswith("raw/n.csv") for name in names)

@@ -336,3 +336,35 @@ def test_sample_project_builds_and_passes_its_tests(tmp_path: Path) -> None:
     assert {o.name for o in result.outputs} >= {"main.fct_gf_revenue", "main.int_gf_revenue_unioned"}
     assert sorted(i.name for i in result.inputs) == ["main.raw_gf_revenue_fy2017_18", "main.raw_gf_revenue_fy2021_22"]
     assert all(i.namespace == f"duckdb://{warehouse.stem}" for i in result.inputs)
+
+
+def test_a_selector_that_matches_nothing_keeps_its_logic_version(env: dict[str, Any]) -> None:
+    result = _step(env, env["A"], select=["no_such_model"])
+    assert result.status == "failed"
+    assert result.logic_version == env["A"]
+
+
+def test_seed_files_are_named_in_the_logic_repository(tmp_path: Path) -> None:
+    repo = _new_repo(tmp_path / "seeded")
+    files = {
+        "dbt_project.yml": PROJECT.replace("tiny", "seeded"),
+        "seeds/codes.csv": "code,label\n1,a\n",
+        "models/lonely.sql": "select 1 as one\n",
+    }
+    first = _commit(repo, files, "seed")
+    second = _commit(repo, {"README.md": "new commit, same seed\n"}, "docs")
+    warehouse = tmp_path / "seeded.duckdb"
+    settings = Settings(_env_file=None, warehouse=WarehouseSettings(path=warehouse),
+                        logic=LogicSettings(cache_dir=tmp_path / "cache"))  # fmt: skip
+    handler = TransformHandler(settings)
+    seen = []
+    for sha in (first, second):
+        result = _ok(handler.execute(Command(handler="transform", action="build", job_id="j",
+                                             logic_repo=str(repo), logic_version=sha)))  # fmt: skip
+        [seed] = [i for i in result.inputs if i.name == "seeds/codes.csv"]
+        seen.append(seed)
+        lonely = [o for o in result.outputs if o.name == "main.lonely"]
+        assert lonely and lonely[0].facets["derived_from"] == []
+    assert seen[0].namespace == seen[1].namespace == f"file://{repo.resolve()}"
+    assert [s.facets["version"] for s in seen] == [first, second]
+    assert seen[0].facets["sha256"] == seen[1].facets["sha256"]
