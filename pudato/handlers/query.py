@@ -27,12 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pudato.backends.warehouse import TableName, check_identifier, quote_identifier
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import ENGINE, parse_statements
-<<<<<<< HEAD
 from pudato.backends.warehouse.typed import csv_select
-from pudato.errors import InvalidCommand
-=======
 from pudato.errors import InvalidCommand, PudatoError
->>>>>>> main
 from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, column_names, format_for, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
