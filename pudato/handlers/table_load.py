@@ -154,6 +154,13 @@ def load(handler: TableHandler, payload: LoadPayload, command: Command) -> Outco
             blank = blank_header_names(staged.headers, written) if written else {}
             found = session.find(name)
             plan = _plan(session, payload, rules, staged, found[0] if found else None, blank)
+            unknown = [k for k in rules.key if k not in {r.name for r in plan.reads}]
+            if unknown:
+                raise InvalidCommand(
+                    f"the key names column(s) {unknown} that {label} does not have; "
+                    f"its columns are {[r.name for r in plan.reads]}",
+                    key=unknown,
+                )
             dataset = handler.warehouse.reference(plan.table or name)
             where = {"namespace": dataset.namespace, "name": dataset.name, "source": source.uri}
             plan.drift.rows = {"before": plan.rows_before, "release": None, "after": None}

@@ -321,3 +321,9 @@ def test_a_record_longer_than_the_header_keeps_its_extra_field(tables, storage, 
     assert validation["long_records"] == {"count": 1, "rows": [3]}
     assert validation["short_records"]["count"] == 0
     assert fetch(warehouse, "SELECT column_14 FROM long WHERE column_14 IS NOT NULL") == [("a stray note",)]
+
+
+def test_a_key_naming_a_missing_column_is_refused(tables):
+    result = run(tables, table="k", key="raw/oxford_spend_2014_q1.csv", unique_key=["transaction"], mode="upsert")
+    assert result.error.type == "InvalidCommand"
+    assert "['transaction']" in result.error.message
