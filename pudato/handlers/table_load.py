@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from pudato.backends.storage import sha256_of_file
 from pudato.backends.warehouse import TableName, parse_table_name
 from pudato.backends.warehouse.checks import check_rows, write_rejected, write_rows
-from pudato.backends.warehouse.typed import Checked, Staged, infer_types, stage_file
+from pudato.backends.warehouse.typed import Staged, infer_types, stage_file
 from pudato.contracts.drift import Drift, DriftRefused, Match, match_columns, retyped
 from pudato.contracts.model import (
     ColumnRead,
@@ -29,9 +29,9 @@ from pudato.contracts.model import (
     check_format,
     check_type,
     merge_options,
-    rejection_limit,
 )
 from pudato.contracts.reading import read_contract
+from pudato.contracts.validation import ValidationReport
 from pudato.errors import InvalidCommand
 from pudato.handlers.base import describe_validation_error
 from pudato.handlers.csv_options import (
@@ -179,7 +179,7 @@ def load(handler: TableHandler, payload: LoadPayload, command: Command) -> Outco
                 plan.table if payload.mode == "append" and rules.key else None,
                 payload.skip_blank_records,
             )
-            _limit(rules, report, label, where)
+            report.enforce(rules.max_rejected, label, **where)
 
             def write(session: Session) -> tuple[int, int, TableName | None]:
                 target = plan.table or name
@@ -282,20 +282,6 @@ def _typed(read: ColumnRead, type_: str) -> ColumnRead:
     return ColumnRead(read.name, read.source, type_, read.format, read.nullable, read.allowed, read.pattern, True)
 
 
-def _limit(rules: LoadRules, report: Checked, label: str, where: dict[str, str]) -> None:
-    if rules.max_rejected is None or not report.rejected:
-        return
-    limit = rejection_limit(rules.max_rejected, report.rows)
-    if report.rejected > limit:
-        raise InvalidCommand(
-            f"{label}: {report.rejected} of {report.rows} rows were rejected, over max_rejected "
-            f"({rules.max_rejected}, {limit} rows); nothing was written. Fix the file, or raise max_rejected",
-            dataset=label,
-            validation=report.as_dict(),
-            **where,
-        )
-
-
 def _outcome(
     target: TableName,
     fmt: LoadFormat,
@@ -305,7 +291,7 @@ def _outcome(
     session: Session,
     plan: _Plan,
     staged: Staged,
-    report: Checked,
+    report: ValidationReport,
     inserted: int,
     updated: int,
     rules: LoadRules,

@@ -165,3 +165,20 @@ def test_c1_lines_are_found_in_latin1_text_that_was_cp1252(tmp_path):
     text = tmp_path / "as_latin1.csv"
     text.write_text(decoded, encoding="utf-8")
     assert c1_lines(text) == [3]
+
+
+def test_a_validation_report_counts_explains_and_enforces_its_limit():
+    from pudato.contracts.model import ColumnRead
+    from pudato.contracts.validation import ValidationReport
+
+    paid = ColumnRead("paid_date", "Paid Date", "DATE", "%d/%m/%Y")
+    report = ValidationReport(rows=20, rejected=2)
+    report.count("paid_date", "type", 2)
+    report.add(paid, 1, "00:00:00", "type")
+    assert report.errors[0]["expected"] == "DATE in format %d/%m/%Y"
+    assert report.errors[0]["fix"].startswith("date_formats: {paid_date:")
+    report.enforce("10%", "s3://b/q2.csv")  # 2 of 20 is within 10%
+    with pytest.raises(InvalidCommand) as caught:
+        report.enforce(1, "s3://b/q2.csv", name="main.spend")
+    assert caught.value.details["validation"]["counts"] == {"type": 2}
+    assert caught.value.details["name"] == "main.spend"

@@ -9,7 +9,7 @@ checks are one statement building ``pudato_load_checked``: per column the text
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from pudato.backends.warehouse import TableName, quote_identifier
 from pudato.backends.warehouse.session import Session
@@ -19,7 +19,6 @@ from pudato.backends.warehouse.typed import (
     RAW,
     REJECTED_SUFFIX,
     TEXT_TYPES,
-    Checked,
     Staged,
     _alias,
     _token,
@@ -28,6 +27,7 @@ from pudato.backends.warehouse.typed import (
     parse_expression,
 )
 from pudato.contracts.model import ColumnRead, TextRules
+from pudato.contracts.validation import ValidationReport
 
 _SAMPLE = 200
 _NAME_MAX = 63
@@ -41,7 +41,7 @@ def check_rows(
     key: Sequence[str] = (),
     existing: TableName | None = None,
     skip_blank: bool = True,
-) -> Checked:
+) -> ValidationReport:
     """Build the checked table and return the validation report.
 
     ``key`` names target columns that must be unique in the release; with
@@ -127,7 +127,7 @@ def _text_of(i: int, stored: set[str]) -> str:
     return t if t.strip('"') in stored else f"CAST({_alias('v', i)} AS VARCHAR)"
 
 
-def _report(session: Session, columns: Sequence[ColumnRead]) -> Checked:
+def _report(session: Session, columns: Sequence[ColumnRead]) -> ValidationReport:
     stored = _stored(session)
     failures = " UNION ALL ".join(
         f"SELECT __pudato_row AS r, {sql_string(c.name)} AS c, {_text_of(i, stored)} AS value, "
@@ -136,49 +136,16 @@ def _report(session: Session, columns: Sequence[ColumnRead]) -> Checked:
         if _alias("e", i).strip('"') in stored
     )
     rows, rejected = session.rows(f"SELECT count(*), count(*) FILTER (__pudato_bad) FROM {CHECKED}")[0]
-    by_column: dict[str, dict[str, int]] = {}
-    counts: dict[str, int] = {}
-    errors: list[dict[str, Any]] = []
+    report = ValidationReport(int(rows), int(rejected))
     if failures:
         for column, reason, n in session.rows(
             f"SELECT c, reason, count(*) FROM ({failures}) GROUP BY ALL ORDER BY ALL"
         ):
-            by_column.setdefault(column, {})[reason] = int(n)
-            counts[reason] = counts.get(reason, 0) + int(n)
+            report.count(column, reason, int(n))
         spec = {c.name: c for c in columns}
         for row, column, value, reason in session.rows(f"SELECT * FROM ({failures}) ORDER BY r, c LIMIT {_SAMPLE}"):
-            errors.append(
-                {
-                    "row": int(row),
-                    "column": column,
-                    "value": value,
-                    "reason": reason,
-                    "expected": _expected(spec[column], reason),
-                    "fix": _fix(spec[column], reason),
-                }
-            )
-    return Checked(int(rows), int(rejected), counts, by_column, errors)
-
-
-def _fix(column: ColumnRead, reason: str) -> str:
-    """The load option (or contract field) that would let such a value in, if it is one."""
-    kind = base_type(str(column.type))
-    if reason == "type" and kind in ("DATE", "TIMESTAMP"):
-        return f"date_formats: {{{column.name}: '<strptime format>'}}, or null_tokens for placeholders"
-    if reason == "type":
-        return "null_tokens, thousands, decimal, currency or negative_parentheses; or types for this column"
-    return {"not-null": "nullable: true in the contract", "unique": "unique_key, or mode: upsert",
-            "allowed": "allowed in the contract", "pattern": "pattern in the contract"}.get(reason, "")
-
-
-def _expected(column: ColumnRead, reason: str) -> str:
-    if reason == "type":
-        return f"{column.type} in format {column.format}" if column.format else str(column.type)
-    if reason == "allowed":
-        return f"one of {list(column.allowed or [])}"
-    if reason == "pattern":
-        return f"matching {column.pattern}"
-    return {"not-null": "a value", "unique": "a key not seen before"}.get(reason, reason)
+            report.add(spec[column], int(row), value, reason)
+    return report
 
 
 def good_rows(columns: Sequence[ColumnRead]) -> str:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pudato.backends.warehouse import quote_identifier
 from pudato.backends.warehouse.engine import load_extension
@@ -73,28 +73,6 @@ class Staged:
     short_count: int = 0
     long: list[int] = field(default_factory=list)
     long_count: int = 0
-
-
-@dataclass
-class Checked:
-    """What the checks found: the validation report, before anything is written."""
-
-    rows: int
-    rejected: int
-    counts: dict[str, int]
-    by_column: dict[str, dict[str, int]]
-    errors: list[dict[str, Any]]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "accepted": self.rows - self.rejected,
-            "rejected": self.rejected,
-            "counts": self.counts,
-            "by_column": self.by_column,
-            "errors": self.errors,
-            "errors_shown": len(self.errors),
-        }
 
 
 def base_type(type_: str) -> str:
