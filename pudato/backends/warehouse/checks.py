@@ -49,6 +49,7 @@ def check_rows(
     """
     t_cols, v_cols, e_cols = [], [], []
     index = {c.name: i for i, c in enumerate(columns)}
+    unchanged: set[int] = set()  # typed sources (Parquet, JSON) already of the target type: nothing to parse
     for i, c in enumerate(columns):
         if c.source is None:
             t_cols.append(f"CAST(NULL AS VARCHAR) AS {_alias('t', i)}")
@@ -57,6 +58,8 @@ def check_rows(
         source = quote_identifier(c.source)
         t_cols.append(f"{_token(source, staged.text, rules)} AS {_alias('t', i)}")
         same = not staged.text and staged.types.get(c.source, "").upper() == str(c.type).upper()
+        if same:
+            unchanged.add(i)
         parsed = source if same else parse_expression(_alias("t", i), str(c.type), c.format, rules)
         v_cols.append(f"CAST({parsed} AS {c.type}) AS {_alias('v', i)}")
     keys = [index[k] for k in key if k in index]
@@ -71,7 +74,9 @@ def check_rows(
     fallible: list[int] = []
     for i, c in enumerate(columns):
         t, v = _alias("t", i), _alias("v", i)
-        fits = c.inferred or (base_type(str(c.type)) in TEXT_TYPES and (staged.text or c.source is None))
+        fits = c.inferred or i in unchanged or (
+            base_type(str(c.type)) in TEXT_TYPES and (staged.text or c.source is None)
+        )
         cases = [] if fits else [f"WHEN {t} IS NOT NULL AND {v} IS NULL THEN 'type'"]
         if not c.nullable:
             cases.append(f"WHEN {v} IS NULL THEN 'not-null'")
