@@ -17,8 +17,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pudato.errors import NotFound
+from pudato.inline import recorded_canvas, recorded_payload
 from pudato.protocol import DataReference, utcnow
 from pudato.registry.database import session_scope
+from pudato.registry.drift import record_drift
 from pudato.registry.links import Pair, upsert_links
 from pudato.registry.models import Dataset, Job, LineageEdge, RejectedMessage, Step, StepDataset
 
@@ -111,7 +113,7 @@ class Registry:
                     status="pending",
                     step_count=len(steps),
                     trigger=trigger,
-                    canvas=canvas,
+                    canvas=recorded_canvas(canvas),
                     parent_job_id=parent_job_id,
                     logic_repo=logic_repo,
                     logic_ref=logic_ref,
@@ -129,7 +131,7 @@ class Registry:
                         name=plan.name,
                         handler=plan.handler,
                         action=plan.action,
-                        payload=plan.payload,
+                        payload=recorded_payload(plan.payload),
                         status="pending",
                         submitted_at=now,
                         retries=0,
@@ -166,6 +168,7 @@ class Registry:
                 self._catalog_outputs(session, step)
             if update.event == "finished":
                 self._record_edges(session, step)
+                record_drift(session, step)
             return self._roll_up(session, job, update.at)
 
     def record_rejected(self, queue: str | None, reason: str, body_excerpt: str | None, worker: str | None,
@@ -220,7 +223,7 @@ class Registry:
                       "executions", "data", "logic_version", "error"):
             value = getattr(update, field)
             if value is not None and not (update.event == "started" and field == "status"):
-                setattr(step, field, value)
+                setattr(step, field, recorded_payload(value) if field == "payload" else value)
         if update.inputs is not None:
             step.inputs = [ref.model_dump(mode="json") for ref in update.inputs]
         if update.outputs is not None:
