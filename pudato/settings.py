@@ -78,6 +78,14 @@ class WarehouseSettings(_Section):
     data_path: str | None = None
     # Where DuckDB's extensions are installed from the PyPI wheels; never downloaded.
     extension_dir: Path = Path(".pudato/duckdb_extensions")
+    # Per DuckDB instance (each worker process has its own): memory, threads, spill to disk.
+    memory_limit: str = "2GB"
+    threads: int = Field(default=2, ge=1)
+    # Spill folder (empty: DuckDB's default beside the database, or .tmp for in-memory) and its cap.
+    temp_directory: Path | None = None
+    max_temp_directory_size: str = "10GB"
+    # The largest query result returned inline (JSON bytes); larger ones must be written to storage.
+    max_result_bytes: int = Field(default=4_000_000, ge=1)
 
 
 class LogicSettings(_Section):
@@ -141,15 +149,25 @@ class RegistrySettings(_Section):
 
 
 class QueueSettings(_Section):
-    """One queue's settings. Visibility must outlast the queue's longest task."""
+    """One queue's settings. Visibility must outlast the queue's longest task.
+
+    A task is stopped at its time limits, which stay below the visibility timeout so
+    that its message is settled before SQS could hand it to another worker: at the
+    soft limit (80% of the visibility timeout by default) the step fails with
+    ``LimitExceeded``; at the hard limit (90%) its pool process is killed.
+    """
 
     visibility_timeout_s: int
     max_receive_count: int = 5
+    soft_time_limit_s: float
+    time_limit_s: float
 
 
 class _QueueOverride(_Section):
     visibility_timeout_s: int | None = None
     max_receive_count: int | None = None
+    soft_time_limit_s: float | None = None
+    time_limit_s: float | None = None
 
 
 class _QueuesBase(_Section):
@@ -157,9 +175,18 @@ class _QueuesBase(_Section):
 
     def __getitem__(self, handler: str) -> QueueSettings:
         override: _QueueOverride = getattr(self, handler)
+        visibility = override.visibility_timeout_s or handler_spec(handler).visibility_timeout_s
+        hard = override.time_limit_s or visibility * 0.9
+        if hard >= visibility:
+            raise ConfigurationError(
+                f"the {handler} queue's time limit ({hard:g} s) must stay below its visibility timeout "
+                f"({visibility} s), or a task still running is handed to a second worker",
+                field=f"broker.queues.{handler}.time_limit_s")
         return QueueSettings(
-            visibility_timeout_s=override.visibility_timeout_s or handler_spec(handler).visibility_timeout_s,
+            visibility_timeout_s=visibility,
             max_receive_count=override.max_receive_count or 5,
+            soft_time_limit_s=min(override.soft_time_limit_s or visibility * 0.8, hard),
+            time_limit_s=hard,
         )
 
     def items(self) -> list[tuple[str, QueueSettings]]:
@@ -206,6 +233,12 @@ class BeatSettings(_Section):
     repo: str | None = None
     ref: str = "main"
     lease_ttl_s: float = 15.0
+
+
+class SigningSettings(_Section):
+    """The platform key that signs submitted steps (pudato.signing). Empty: derived from the registry URL."""
+
+    key: SecretStr | None = None
 
 
 class FanoutSettings(_Section):
@@ -277,9 +310,8 @@ class Settings(BaseSettings):
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     beat: BeatSettings = Field(default_factory=BeatSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
     lineage: LineageSettings = Field(default_factory=LineageSettings)
-
-
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
 
     def queue_name(self, handler: str) -> str:

@@ -136,10 +136,31 @@ class Dataset(Base):
     updated_at: Mapped[datetime | None]
 
 
+class DatasetDrift(Base):
+    """One load of a release: its drift against the dataset and its validation counts, even when it failed."""
+
+    __tablename__ = "dataset_drift"
+    __table_args__ = (Index("ix_dataset_drift_dataset", "namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_id: Mapped[str] = mapped_column(ForeignKey("steps.id"), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(1024))
+    source: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    drifted: Mapped[bool] = mapped_column(Boolean, default=False)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    recorded_at: Mapped[datetime | None]
+
+
 class RejectedMessage(Base):
-    """A message no task could run: not JSON, not decodable, or for an unknown task."""
+    """A message no task could run (not JSON, not decodable, an unknown task, forged ids),
+    or a step record the database refused. Recorded once: ``message_key`` names the message."""
 
     __tablename__ = "rejected_messages"
+    __table_args__ = (UniqueConstraint("message_key", name="uq_rejected_messages_message_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     queue: Mapped[str | None] = mapped_column(String(255))
@@ -147,6 +168,8 @@ class RejectedMessage(Base):
     reason: Mapped[str] = mapped_column(Text)
     body_excerpt: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(200))
+    # sha256 of what identifies the message (its SQS message id, or the refused record's task).
+    message_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class ResultEntry(Base):

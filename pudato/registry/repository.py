@@ -7,20 +7,34 @@ A job's status is rolled up from its steps every time one of them changes.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
+from sqlalchemy import insert, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pudato.errors import NotFound
+from pudato.inline import recorded_canvas, recorded_payload
 from pudato.protocol import DataReference, utcnow
 from pudato.registry.database import session_scope
+from pudato.registry.drift import record_drift
 from pudato.registry.links import Pair, upsert_links
 from pudato.registry.models import Dataset, Job, LineageEdge, RejectedMessage, Step, StepDataset
 
 TERMINAL = ("succeeded", "failed")
+EXCERPT_CHARS = 500
+
+
+class RecordRefused(ValueError):
+    """A step update that names a step of another job, or a job it is no step of."""
+
+
+def clean_text(text: str | None, limit: int) -> str | None:
+    """``text`` as PostgreSQL can hold it: NUL escaped, at most ``limit`` characters."""
+    return None if text is None else text.replace("\x00", "\\x00")[:limit]
 
 
 class StepPlan(BaseModel):
@@ -37,7 +51,7 @@ class StepPlan(BaseModel):
 class StepUpdate(BaseModel):
     """One change to a step, as a signal saw it. ``None`` fields leave the record alone."""
 
-    event: Literal["started", "finished", "retried", "lost"]
+    event: Literal["started", "finished", "retried", "lost", "refused"]
     step_id: str
     job_id: str
     handler: str
@@ -99,7 +113,7 @@ class Registry:
                     status="pending",
                     step_count=len(steps),
                     trigger=trigger,
-                    canvas=canvas,
+                    canvas=recorded_canvas(canvas),
                     parent_job_id=parent_job_id,
                     logic_repo=logic_repo,
                     logic_ref=logic_ref,
@@ -117,7 +131,7 @@ class Registry:
                         name=plan.name,
                         handler=plan.handler,
                         action=plan.action,
-                        payload=plan.payload,
+                        payload=recorded_payload(plan.payload),
                         status="pending",
                         submitted_at=now,
                         retries=0,
@@ -130,6 +144,10 @@ class Registry:
         with session_scope(self.url) as session:
             job = self._lock_job(session, update)
             step = session.get(Step, update.step_id)
+            if step is not None and step.job_id != update.job_id:
+                raise RecordRefused(f"step {update.step_id} belongs to job {step.job_id}, not to {update.job_id}")
+            if step is None and job.trigger != "delay":
+                raise RecordRefused(f"step {update.step_id} is not a step of job {update.job_id}")
             if step is None:
                 step = Step(
                     id=update.step_id,
@@ -150,15 +168,25 @@ class Registry:
                 self._catalog_outputs(session, step)
             if update.event == "finished":
                 self._record_edges(session, step)
+                record_drift(session, step)
             return self._roll_up(session, job, update.at)
 
-    def record_rejected(self, queue: str | None, reason: str, body_excerpt: str | None, worker: str | None) -> None:
+    def record_rejected(self, queue: str | None, reason: str, body_excerpt: str | None, worker: str | None,
+                        key: str | None = None) -> None:
+        """Record a refused message once: a second one with the same ``key`` (a redelivery) is ignored."""
+        values = {
+            "queue": clean_text(queue, 255), "reason": clean_text(reason, 4000),
+            "body_excerpt": clean_text(body_excerpt, EXCERPT_CHARS), "worker": clean_text(worker, 200),
+            "received_at": utcnow(),
+            "message_key": hashlib.sha256(key.encode()).hexdigest() if key else None,
+        }
         with session_scope(self.url) as session:
-            session.add(
-                RejectedMessage(
-                    queue=queue, reason=reason, body_excerpt=body_excerpt, worker=worker, received_at=utcnow()
-                )
-            )
+            if key is None:
+                session.execute(insert(RejectedMessage).values(**values))
+                return
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            statement = dialect.insert(RejectedMessage).values(**values)
+            session.execute(statement.on_conflict_do_nothing(index_elements=["message_key"]))
 
     def _lock_job(self, session: Session, update: StepUpdate) -> Job:
         # FOR UPDATE serialises the roll-up of steps that finish at the same moment.
@@ -195,7 +223,7 @@ class Registry:
                       "executions", "data", "logic_version", "error"):
             value = getattr(update, field)
             if value is not None and not (update.event == "started" and field == "status"):
-                setattr(step, field, value)
+                setattr(step, field, recorded_payload(value) if field == "payload" else value)
         if update.inputs is not None:
             step.inputs = [ref.model_dump(mode="json") for ref in update.inputs]
         if update.outputs is not None:

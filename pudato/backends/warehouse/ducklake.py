@@ -34,7 +34,7 @@ import duckdb
 from pydantic import SecretStr
 
 from pudato import datasets
-from pudato.backends.warehouse import DEFAULT_SCHEMA, TableName, quote_identifier
+from pudato.backends.warehouse import DEFAULT_SCHEMA, TableName, instance_limits, quote_identifier
 from pudato.backends.warehouse.engine import DuckDBEngine, s3_secret_sql
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import CONNECTION_LOST, scrubbed, sql_string, translate_error
@@ -182,13 +182,15 @@ class DuckLakeWarehouse(DuckDBEngine):
     def from_settings(cls, settings: Settings) -> DuckLakeWarehouse:
         data_path = default_data_path(settings)
         on_s3 = data_path.startswith("s3://") or settings.storage.backend == "s3"
-        return cls(
+        lake = cls(
             catalog_from_settings(settings),
             data_path,
             extension_dir=settings.warehouse.extension_dir,
             aws=settings.aws if on_s3 else None,
             lock_timeout_s=settings.warehouse.lock_timeout_s,
         )
+        lake.limits = instance_limits(settings.warehouse)
+        return lake
 
     @property
     def database_name(self) -> str:
