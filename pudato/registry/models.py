@@ -238,3 +238,8 @@ class LineageLink(Base):
     first_seen_at: Mapped[datetime | None]
     last_seen_at: Mapped[datetime | None]
     runs: Mapped[int] = mapped_column(Integer, default=1)
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    """A mapped row as a plain dict of its columns."""
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns}
