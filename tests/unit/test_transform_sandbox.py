@@ -252,6 +252,8 @@ def test_in_process_records_redact_the_secret(
 ) -> None:
     # In-process dbt is trusted with the worker's environment; what is recorded still never holds a secret.
     monkeypatch.setenv("PUDATO_AWS__SECRET_ACCESS_KEY", CANARY)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     settings = Settings(
         _env_file=None,
         aws=AWSSettings(access_key_id="testing", secret_access_key=SecretStr(CANARY)),
@@ -265,6 +267,9 @@ def test_in_process_records_redact_the_secret(
     assert result.status == "succeeded", result.error
     assert CANARY not in result.model_dump_json()
     assert "[redacted]" in json.dumps(result.data["nodes"])
+    assert len(list((tmp_path / "tmp").glob("pudato-dbt-profiles-*"))) == 1
+    handler.runner.close()
+    assert list((tmp_path / "tmp").glob("pudato-dbt-profiles-*")) == []  # the profile (it holds secrets) is gone
 
 
 def test_the_sandbox_is_recycled_and_replaced_when_it_dies(hostile: dict[str, Any], tmp_path: Path) -> None:
