@@ -140,7 +140,8 @@ def test_a_failing_model_fails_the_step_and_records_what_ran(stack, tiny):
     job = jobs.wait(pipelines.submit("tiny", tiny["url"], "broken").job_id, timeout=180)
     assert job["status"] == "failed"
     step = _transform_step(job)
-    assert step["status"] == "failed" and step["logic_version"] == tiny["broken"]
+    assert step["status"] == "failed"
+    assert step["logic_version"] == tiny["broken"]
     assert "model.tiny.tiny_fct_totals" in step["error"]["message"]
     assert "no_such_column" in step["error"]["message"]
     nodes = {n["unique_id"]: n["status"] for n in step["data"]["nodes"]}
@@ -158,7 +159,8 @@ def test_rerun_reproduces_the_tables_and_latest_runs_the_new_head(stack, tiny, t
 
     again = jobs.wait(pipelines.rerun(first["id"]).job_id, timeout=180)
     assert again["status"] == "succeeded"
-    assert again["parent_job_id"] == first["id"] and again["logic_version"] == first["logic_version"]
+    assert again["parent_job_id"] == first["id"]
+    assert again["logic_version"] == first["logic_version"]
     assert _checksum(stack, "tiny_fct_totals") == before
     assert [s["payload"] for s in again["steps"]] == [s["payload"] for s in first["steps"]]
 
@@ -190,7 +192,8 @@ def test_bad_transform_input_fails_the_step_with_a_clear_error(stack, tiny, tmp_
                                     logic_repo=tiny["url"], logic_ref="main", logic_version=tiny["A"]).job_id,
                         timeout=120)
     step = _transform_step(nothing)
-    assert step["status"] == "failed" and "matched no nodes" in step["error"]["message"]
+    assert step["status"] == "failed"
+    assert "matched no nodes" in step["error"]["message"]
 
     plain = tmp_path / "plain"
     plain.mkdir()

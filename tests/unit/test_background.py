@@ -24,7 +24,8 @@ def test_delivers_in_order_and_waits_out_transient_failures():
         drain.put(item)
     assert drain.flush(10)
     assert delivered == list(range(25))
-    assert drain.delivered == 25 and drain.dropped == 0
+    assert drain.delivered == 25
+    assert drain.dropped == 0
 
 
 def test_permanent_failure_drops_and_counts():

@@ -77,7 +77,8 @@ def test_checkout_per_sha_is_clean_and_reused(backend: GitLogicRepository, origi
     first = backend.checkout(origin["url"], origin["A"])
     second = backend.checkout(origin["url"], origin["B"])
     assert first.path != second.path
-    assert first.path.name == origin["A"] and second.path.name == origin["B"]
+    assert first.path.name == origin["A"]
+    assert second.path.name == origin["B"]
     assert (first.path / "model.sql").read_text() == "select 'A'\n"
     assert (second.path / "model.sql").read_text() == "select 'B'\n"
     assert git.Repo(first.path).head.commit.hexsha == origin["A"]

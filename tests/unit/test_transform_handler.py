@@ -142,7 +142,8 @@ def _ok(result: Result) -> Result:
 
 def test_each_commit_runs_as_itself(env: dict[str, Any]) -> None:
     first = _ok(_step(env, env["A"], job="job-a"))
-    assert first.logic_version == env["A"] and first.data["logic_version"] == env["A"]
+    assert first.logic_version == env["A"]
+    assert first.data["logic_version"] == env["A"]
     assert _query(env["warehouse"], "select n, _pudato_logic_version, _pudato_job_id from fct_totals") == [
         (10, env["A"], "job-a")
     ]
@@ -164,7 +165,8 @@ def test_a_locked_warehouse_is_waited_for_then_transient(env: dict[str, Any]) ->
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
         settings = env["settings"].model_copy(
             update={"warehouse": WarehouseSettings(path=env["warehouse"], lock_timeout_s=0.5)}
         )
@@ -174,8 +176,10 @@ def test_a_locked_warehouse_is_waited_for_then_transient(env: dict[str, Any]) ->
         assert time.monotonic() - started >= 0.5
     finally:
         holder.communicate("", timeout=30)
-    assert result.error is not None and result.error.type == "BackendUnavailable"
-    assert result.error.kind == "transient" and "locked by another process" in result.error.message
+    assert result.error is not None
+    assert result.error.type == "BackendUnavailable"
+    assert result.error.kind == "transient"
+    assert "locked by another process" in result.error.message
     _ok(_step(env, env["A"]))  # and once it is free, the same step succeeds
 
 
@@ -223,21 +227,27 @@ def test_lineage_names_models_and_sources_as_datasets(env: dict[str, Any]) -> No
     assert nodes["model.tiny.fct_totals"]["depends_on"] == ["main.stg_orders"]
     assert nodes["model.tiny.fct_totals"]["relation"] == "main.fct_totals"
     facets = result.outputs[1].facets
-    assert facets["unique_id"] == "model.tiny.fct_totals" and facets["resource_type"] == "model"
-    assert facets["status"] == "success" and facets["execution_time"] > 0 and "rows_affected" in facets
+    assert facets["unique_id"] == "model.tiny.fct_totals"
+    assert facets["resource_type"] == "model"
+    assert facets["status"] == "success"
+    assert facets["execution_time"] > 0
+    assert "rows_affected" in facets
     assert env["A"] in nodes["model.tiny.fct_totals"]["compiled_code"]
     assert facets["derived_from"] == [{"namespace": staging.namespace, "name": staging.name}]
     assert result.outputs[0].facets["derived_from"] == [{"namespace": source.namespace, "name": source.name}]
     assert [e.type for e in result.events] == ["transform.built", "transform.built"]
     assert [e.dataset.name for e in result.events if e.dataset] == ["main.stg_orders", "main.fct_totals"]
-    assert result.executions[0].engine == "dbt" and result.executions[0].statement == "dbt build"
-    assert {e.engine for e in result.executions[1:]} == {"duckdb"} and len(result.executions) == 1 + len(nodes)
+    assert result.executions[0].engine == "dbt"
+    assert result.executions[0].statement == "dbt build"
+    assert {e.engine for e in result.executions[1:]} == {"duckdb"}
+    assert len(result.executions) == 1 + len(nodes)
     tests = {t["unique_id"].split(".")[2]: t for t in result.data["tests"]}
     assert set(tests) == {"not_null_stg_orders_id", "unique_stg_orders_id"}
     assert all(t["status"] == "pass" and t["failures"] == 0 for t in tests.values())
     assert tests["not_null_stg_orders_id"]["attached_node"] == "model.tiny.stg_orders"
     assert tests["not_null_stg_orders_id"]["models"] == ["model.tiny.stg_orders"]
-    assert result.data["dbt_command"][:2] == ["dbt", "build"] and result.data["package_lock_sha256"] is None
+    assert result.data["dbt_command"][:2] == ["dbt", "build"]
+    assert result.data["package_lock_sha256"] is None
 
     # Built alone, the mart reads the staging model, which is then an input.
     alone = _ok(_step(env, env["A"], action="run", select=["fct_totals"]))
@@ -249,23 +259,28 @@ def test_lineage_names_models_and_sources_as_datasets(env: dict[str, Any]) -> No
 def test_test_and_compile_build_nothing(env: dict[str, Any]) -> None:
     _ok(_step(env, env["A"]))
     tested = _ok(_step(env, env["A"], action="test"))
-    assert tested.outputs == [] and [i.name for i in tested.inputs] == ["main.stg_orders"]
+    assert tested.outputs == []
+    assert [i.name for i in tested.inputs] == ["main.stg_orders"]
     assert {t["status"] for t in tested.data["tests"]} == {"pass"}
     compiled = _ok(_step(env, env["A"], action="compile", select=["stg_orders"]))
-    assert compiled.outputs == [] and compiled.inputs == []
+    assert compiled.outputs == []
+    assert compiled.inputs == []
     assert env["A"] in compiled.data["nodes"][0]["compiled_code"]
 
 
 def test_bad_sql_fails_the_step_and_keeps_what_ran(env: dict[str, Any]) -> None:
     result = _step(env, env["broken"], job="job-broken")
-    assert result.status == "failed" and result.error is not None
-    assert result.error.type == "TransformFailed" and result.error.kind == "terminal"
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.type == "TransformFailed"
+    assert result.error.kind == "terminal"
     assert "model.tiny.fct_totals" in result.error.message
     assert "no_such_column" in result.error.message  # DuckDB's own words, through dbt
     assert result.error.details["failing"] == ["model.tiny.fct_totals"]
     assert result.logic_version == env["broken"]
     statuses = {n["unique_id"]: n["status"] for n in result.data["nodes"]}
-    assert statuses["model.tiny.stg_orders"] == "success" and statuses["model.tiny.fct_totals"] == "error"
+    assert statuses["model.tiny.stg_orders"] == "success"
+    assert statuses["model.tiny.fct_totals"] == "error"
     assert [o.name for o in result.outputs] == ["main.stg_orders"]
     assert _query(env["warehouse"], "select distinct _pudato_job_id from stg_orders") == [("job-broken",)]
 
@@ -307,7 +322,8 @@ def test_bad_requests_are_refused_clearly(
 ) -> None:
     payload = {k: v.format(url=env["url"]) if isinstance(v, str) else v for k, v in payload.items()}
     result = _step(env, env[sha_key] if sha_key else None, **payload)
-    assert result.status == "failed" and result.error is not None
+    assert result.status == "failed"
+    assert result.error is not None
     assert result.error.type == error_type, result.error
     assert re.search(pattern, result.error.message), result.error.message
     assert not Path("/tmp/pwned").exists()
@@ -315,15 +331,18 @@ def test_bad_requests_are_refused_clearly(
 
 def test_logic_version_must_be_a_full_sha(env: dict[str, Any]) -> None:
     result = _step(env, "main")
-    assert result.error is not None and result.error.type == "InvalidCommand"
+    assert result.error is not None
+    assert result.error.type == "InvalidCommand"
     assert "full 40-hex" in result.error.message
 
 
 def test_a_repository_without_dbt_project_is_refused(env: dict[str, Any]) -> None:
     command = Command(handler="transform", action="build", logic_repo=env["not_dbt"], logic_version=env["not_dbt_sha"])
     result = env["handler"].execute(command)
-    assert result.error is not None and result.error.type == "InvalidCommand"
-    assert "not a dbt project" in result.error.message and env["not_dbt_sha"] in result.error.message
+    assert result.error is not None
+    assert result.error.type == "InvalidCommand"
+    assert "not a dbt project" in result.error.message
+    assert env["not_dbt_sha"] in result.error.message
 
 
 # -- the real sample project ----------------------------------------------------------
@@ -341,7 +360,8 @@ def test_sample_project_builds_and_passes_its_tests(tmp_path: Path) -> None:
     assert _query(warehouse, "select count(*) from fct_gf_revenue") == [(10_413,)]
     versions = _query(warehouse, "select distinct _pudato_logic_version, _pudato_job_id from fct_gf_revenue")
     assert versions == [(sha, "la-1")]
-    assert result.data["tests"] and {t["status"] for t in result.data["tests"]} == {"pass"}
+    assert result.data["tests"]
+    assert {t["status"] for t in result.data["tests"]} == {"pass"}
     assert {o.name for o in result.outputs} >= {"main.fct_gf_revenue", "main.int_gf_revenue_unioned"}
     assert sorted(i.name for i in result.inputs) == ["main.raw_gf_revenue_fy2017_18", "main.raw_gf_revenue_fy2021_22"]
     assert all(i.namespace == f"duckdb://{warehouse.stem}" for i in result.inputs)
@@ -373,7 +393,8 @@ def test_seed_files_are_named_in_the_logic_repository(tmp_path: Path) -> None:
         [seed] = [i for i in result.inputs if i.name == "seeds/codes.csv"]
         seen.append(seed)
         lonely = [o for o in result.outputs if o.name == "main.lonely"]
-        assert lonely and lonely[0].facets["derived_from"] == []
+        assert lonely
+        assert lonely[0].facets["derived_from"] == []
     assert seen[0].namespace == seen[1].namespace == f"file://{repo.resolve()}"
     assert [s.facets["version"] for s in seen] == [first, second]
     assert seen[0].facets["sha256"] == seen[1].facets["sha256"]

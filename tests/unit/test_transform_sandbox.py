@@ -184,7 +184,8 @@ def _failed(result: Result, error_type: str, *words: str) -> None:
 def test_a_python_model_is_refused_and_never_runs(handler: TransformHandler, hostile: dict[str, Any]) -> None:
     result = _build(handler, hostile, "python")
     _failed(result, "TransformRefused", "model.hostile.run_program", "PUDATO_TRANSFORM__ALLOW_PYTHON_MODELS")
-    assert result.error is not None and result.error.kind == "terminal"
+    assert result.error is not None
+    assert result.error.kind == "terminal"
     assert not hostile["marker"].exists()
 
 

@@ -234,8 +234,10 @@ def test_a_lock_held_too_long_is_backend_unavailable(tmp_path, hold_lock):
     hold_lock(path)
     result = _create(tmp_path, lock_timeout_s=0.3)
     assert result.status == "failed"
-    assert result.error.type == "BackendUnavailable" and result.error.kind == "transient"
-    assert str(path) in result.error.message and "lock" in result.error.message
+    assert result.error.type == "BackendUnavailable"
+    assert result.error.kind == "transient"
+    assert str(path) in result.error.message
+    assert "lock" in result.error.message
 
     warehouse = DuckDBWarehouse(path, lock_timeout_s=0.2)
     with pytest.raises(BackendUnavailable) as caught, warehouse.connect():
@@ -304,7 +306,8 @@ def test_utf8_file_transcodes_only_when_needed(tmp_path):
     cp = tmp_path / "cp.csv"
     cp.write_bytes("a\r\n€\r\n".encode("cp1252"))
     with utf8_file(cp) as (path, used):
-        assert used == "cp1252" and path != cp
+        assert used == "cp1252"
+        assert path != cp
         assert path.read_bytes() == "a\r\n€\r\n".encode()  # CRLF kept as it was
     assert not path.exists()  # the temp copy is gone
 
