@@ -13,22 +13,13 @@ import subprocess
 import time
 
 import pytest
+from helpers import wait_for as _wait_for
 
 from pudato import devstack, jobs, queues
 
 pytestmark = pytest.mark.integration
 
 SLOW_SQL = "select sum(i * i % 7) as s from range(1000000000) t(i)"
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def _step(stack, job_id: str) -> dict:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from helpers import wait_for
 
 from pudato import jobs
 
@@ -29,7 +28,7 @@ def test_no_step_record_is_lost_when_postgres_restarts(stack):
     control.stop()
     try:
         # The outage lasts until a step has met it; its records and results wait for the database.
-        _wait_for(lambda: retries() > before, 90, "no step met the outage")
+        wait_for(lambda: retries() > before, 90, "no step met the outage")
     finally:
         control.start()
     record = jobs.wait(job.job_id, timeout=120)
@@ -38,16 +37,6 @@ def test_no_step_record_is_lost_when_postgres_restarts(stack):
     assert all(s["finished_at"] and s["outputs"] is not None for s in record["steps"])
     again = jobs.wait(jobs.submit(jobs.step("query", "run", sql="select 1")).job_id, timeout=60)
     assert again["status"] == "succeeded"
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def _exists(s3, bucket: str, keys: list[str]) -> bool:
@@ -73,7 +62,7 @@ def test_tasks_keep_running_and_chords_complete_through_a_registry_outage(stack)
                                       put("outage/run/chord-body.csv")))
     control.stop()
     try:
-        _wait_for(lambda: _exists(s3, bucket, chain_keys + header_keys[0] + header_keys[1]), 90,
+        wait_for(lambda: _exists(s3, bucket, chain_keys + header_keys[0] + header_keys[1]), 90,
                   "the steps did not all run while the registry was down")
         assert stack.worker_log("storage").count(deferred) > before, "no result waited: the outage missed the job"
         assert not _exists(s3, bucket, ["outage/run/chord-body.csv"]), "the chord's body ran without its counter"

@@ -9,15 +9,12 @@ from pathlib import Path
 
 import git
 import pytest
+from helpers import git as _git
 
 from pudato.backends.logic import CheckoutCorrupted, check_ref, check_url, logic_backend
 from pudato.backends.logic.git import GitLogicRepository
 from pudato.errors import NotFound, UnsafeInput
 from pudato.settings import LogicSettings, Settings
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def _commit(repo: Path, files: dict[str, str], message: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from helpers import git
 
 from pudato import datasets
 from pudato.backends.logic.git import GitLogicRepository
@@ -51,15 +52,11 @@ MART_B = "select count(*) as n, sum(amount) as total, 'b' as variant, " + VERSIO
 MART_BROKEN = "select no_such_column, " + VERSION_COLUMNS + FROM_STAGING
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 def _new_repo(path: Path) -> Path:
     path.mkdir(parents=True)
-    _git(path, "init", "-q", "-b", "main")
-    _git(path, "config", "user.email", "analyst@example.org")
-    _git(path, "config", "user.name", "Analyst")
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "analyst@example.org")
+    git(path, "config", "user.name", "Analyst")
     return path
 
 
@@ -67,9 +64,9 @@ def _commit(repo: Path, files: dict[str, str], message: str) -> str:
     for name, text in files.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture(scope="module", params=["sandboxed", "inprocess"])
@@ -90,10 +87,10 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     }
     a = _commit(repo, base, "A")
     b = _commit(repo, {"models/fct_totals.sql": MART_B}, "B")
-    _git(repo, "tag", "-a", "v-b", "-m", "B")
-    _git(repo, "checkout", "-q", "-b", "broken")
+    git(repo, "tag", "-a", "v-b", "-m", "B")
+    git(repo, "checkout", "-q", "-b", "broken")
     broken = _commit(repo, {"models/fct_totals.sql": MART_BROKEN}, "broken mart")
-    _git(repo, "checkout", "-q", "-b", "with-package", b)
+    git(repo, "checkout", "-q", "-b", "with-package", b)
     helper = {
         "pkgs/helper/dbt_project.yml": "name: helper\nversion: '1.0.0'\nconfig-version: 2\n",
         "pkgs/helper/macros/double.sql": "{% macro double(x) %}({{ x }} * 2){% endmacro %}\n",
@@ -102,7 +99,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         "from {{ ref('fct_totals') }}\n",
     }
     with_package = _commit(repo, helper, "use a package")
-    _git(repo, "checkout", "-q", "main")
+    git(repo, "checkout", "-q", "main")
     not_dbt = _new_repo(root / "not-dbt")
     not_dbt_sha = _commit(not_dbt, {"README.md": "just notes\n"}, "notes")
 

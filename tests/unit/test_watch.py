@@ -44,7 +44,7 @@ def _advance(registry: Registry, job_id: str, step_ids: list[str], out: io.Strin
     def shown(number: int, status: str) -> None:
         handler, action = STEPS[number - 1]
         line = re.compile(rf"{number}\. {handler}\.{action}\s+{status}")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while out is not None and time.monotonic() < deadline and not line.search(out.getvalue()):
             time.sleep(0.01)
 
