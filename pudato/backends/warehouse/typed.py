@@ -208,8 +208,12 @@ def _token(column: str, text: bool, rules: TextRules) -> str:
         return f"CAST({column} AS VARCHAR)"
     if not rules.null_tokens:
         return column
-    tokens = ", ".join(sql_string(t) for t in rules.null_tokens)
-    return f"CASE WHEN trim({column}) IN ({tokens}) THEN NULL ELSE {column} END"
+    words = [t for t in rules.null_tokens if t.strip()]
+    if not words:  # only "": the common case, and trim() on every field would cost a quarter of the load
+        return f"NULLIF({column}, '')"
+    # A word token (N/A, -) also counts with spaces around it, as spreadsheets pad cells.
+    tokens = ", ".join(sql_string(t) for t in [*rules.null_tokens, *(w.strip() for w in words)])
+    return f"CASE WHEN {column} IN ({tokens}) OR trim({column}) IN ({tokens}) THEN NULL ELSE {column} END"
 
 
 def _number(value: str, rules: TextRules) -> str:
