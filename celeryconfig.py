@@ -42,6 +42,10 @@ broker_url = _broker_url()
 # kombu's SQS transport, with SNS broadcast for events and remote control (workers/transport.py).
 broker_transport = "workers.transport:Transport" if broker_url.startswith("sqs://") else None
 broker_connection_retry_on_startup = True
+# A broker that is away is waited for, never given up on: the worker must not exit on a transient fault.
+broker_connection_max_retries = None
+# Publishing a chain's next step (from the worker) waits out a broker outage of up to about five minutes.
+task_publish_retry_policy = {"max_retries": 60, "interval_start": 0.5, "interval_step": 1.0, "interval_max": 5.0}
 broker_transport_options = {
     "region": _settings.aws.region,
     "is_secure": not (_settings.aws.endpoint_url or "https:").startswith("http:"),

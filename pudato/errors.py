@@ -11,6 +11,7 @@ sorted at the driver boundary into one of two kinds::
     │   │   └── VersionGone        a recorded version that can no longer be read
     │   │       └── SnapshotGone   a lake snapshot that no longer exists
     │   ├── QueryFailed            SQL that the engine rejected
+    │   ├── LimitExceeded          a step over a limit: its time limit, the size cap of a result
     │   └── ConfigurationError     a setting is missing or wrong
     └── TransientError             the step may succeed if retried later
         └── BackendUnavailable     a service did not answer (S3, database lock, ...)
@@ -108,6 +109,10 @@ class SnapshotGone(VersionGone):
 
 class QueryFailed(TerminalError):
     """The SQL engine rejected a statement."""
+
+
+class LimitExceeded(TerminalError):
+    """The step ran past a limit of its queue: its time limit, or the size cap of a result."""
 
 
 class ConfigurationError(TerminalError):

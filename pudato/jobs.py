@@ -26,11 +26,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from pudato.errors import BackendUnavailable, ConfigurationError, InvalidCommand, NotFound, PudatoError
 from pudato.inline import check_payload_size
-from pudato.protocol import HANDLERS, JOB_HEADER, InputPin, new_id, utcnow
+from pudato.protocol import HANDLERS, JOB_HEADER, Command, InputPin, new_id, utcnow
 from pudato.registry.repository import TERMINAL, Registry, StepPlan, StepUpdate
 from pudato.settings import Settings, get_settings
+from pudato.signing import platform_key, sign
 
 # The message header that carries the job id onto everything a task publishes.
 
@@ -134,7 +137,7 @@ def submit(
                               logic_repo=logic_repo, logic_ref=logic_ref, logic_version=logic_version)
     pin = {"logic_repo": logic_repo, "logic_version": logic_version}
     try:
-        canvas = _signature(app, node, job_id, pin)
+        canvas = _signature(app, node, job_id, pin, platform_key(settings))
         async_result = canvas.apply_async(headers={JOB_HEADER: job_id})
     except Exception as exc:  # the broker refused the message: the job must not stay pending
         error = exc if isinstance(exc, PudatoError) else BackendUnavailable(f"could not send the job: {exc}")
@@ -170,6 +173,8 @@ def _record(node: Node, settings: Settings, *, name: str | None = None, trigger:
             logic_version: str | None = None) -> tuple[str, list[Step]]:
     job_id = new_id()
     planned = steps_of(node)
+    for step_ in planned:  # refused here, whole, rather than by the database or a worker
+        _validate(step_, job_id)
     Registry(settings.registry.url).create_job(
         job_id,
         [
@@ -188,6 +193,16 @@ def _record(node: Node, settings: Settings, *, name: str | None = None, trigger:
     return job_id, planned
 
 
+def _validate(step_: Step, job_id: str) -> None:
+    try:
+        Command.model_validate({"handler": step_.handler, "action": step_.action, "payload": step_.payload,
+                                "job_id": job_id, "step_id": step_.step_id, "step_name": step_.name})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'command'}: {e['msg']}" for e in exc.errors())
+        raise InvalidCommand(f"step {step_.name or step_.step_id} is invalid: {problems}",
+                             step=step_.name or step_.step_id) from None
+
+
 def _current_app() -> Any:
     """The app a worker or the CLI loaded (``workers.app``): never Celery's unconfigured default."""
     from celery import current_app
@@ -197,7 +212,7 @@ def _current_app() -> Any:
     return current_app
 
 
-def _signature(app: Any, node: Node, job_id: str, pin: dict[str, str | None]) -> Any:
+def _signature(app: Any, node: Node, job_id: str, pin: dict[str, str | None], key: bytes) -> Any:
     from celery import chain as celery_chain
     from celery import chord as celery_chord
     from celery import group as celery_group
@@ -214,17 +229,18 @@ def _signature(app: Any, node: Node, job_id: str, pin: dict[str, str | None]) ->
         }
         if node.pinned_inputs:
             command["pinned_inputs"] = [p.model_dump(mode="json") for p in node.pinned_inputs]
+        command["signature"] = sign(command, key)
         return app.signature(
             f"pudato.{node.handler}.execute", kwargs={"command": command}, immutable=True,
             task_id=node.step_id,
         )
     if isinstance(node, Chain):
-        return celery_chain(*[_signature(app, p, job_id, pin) for p in node.parts])
+        return celery_chain(*[_signature(app, p, job_id, pin, key) for p in node.parts])
     if isinstance(node, Group):
-        return celery_group(*[_signature(app, p, job_id, pin) for p in node.parts])
+        return celery_group(*[_signature(app, p, job_id, pin, key) for p in node.parts])
     return celery_chord(
-        [_signature(app, p, job_id, pin) for p in node.header],
-        _signature(app, node.body, job_id, pin),
+        [_signature(app, p, job_id, pin, key) for p in node.header],
+        _signature(app, node.body, job_id, pin, key),
     )
 
 

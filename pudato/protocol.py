@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from pudato.errors import PudatoError
 from pudato.handler_specs import HANDLERS, spec, task_name
@@ -24,6 +24,27 @@ __all__ = ["HANDLERS", "JOB_HEADER", "task_name"]
 # The Celery message header that carries a step's job id through chains and chords.
 JOB_HEADER = "pudato_job_id"
 StepStatus = Literal["pending", "running", "succeeded", "failed"]
+# Job and step ids: what the registry's id columns hold (64 characters), nothing a shell or a path could misread.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+MAX_STEP_NAME = 200
+
+
+def find_nul(value: Any, where: str = "command") -> str | None:
+    """The path of the first string in ``value`` that holds a NUL character (PostgreSQL text cannot)."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = find_nul(key, f"{where} key") or find_nul(item, f"{where}.{key}")
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_nul(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
 
 
 def new_id() -> str:
@@ -104,14 +125,24 @@ class Command(_Model):
     handler: str
     action: str = Field(min_length=1, max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict)
-    job_id: str | None = None
-    step_id: str = Field(default_factory=new_id)
-    step_name: str | None = None
+    job_id: Id | None = None
+    step_id: Id = Field(default_factory=new_id)
+    step_name: str | None = Field(default=None, max_length=MAX_STEP_NAME)
     # The analysts' logic repository and the full commit SHA the job is pinned to.
     logic_repo: str | None = None
-    logic_version: str | None = None
+    logic_version: str | None = Field(default=None, max_length=64)
     # An exact rerun's pins: these inputs are read at these versions. Empty: read today's data.
     pinned_inputs: list[InputPin] = Field(default_factory=list)
+    # The platform's HMAC over the fields above (pudato.signing): set by pudato.jobs, checked by workers.
+    signature: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, raw: Any) -> Any:
+        where = find_nul(raw, "")
+        if where:
+            raise ValueError(f"{where.lstrip('.') or 'the command'} contains a NUL character")
+        return raw
 
     def pin_for(self, dataset: DataReference) -> InputPin | None:
         """The pinned version of ``dataset``, if this step reads it at one."""

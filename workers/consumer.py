@@ -39,11 +39,15 @@ class PudatoConsumer(Consumer):
         super().on_invalid_task(body, message, exc)
 
     def _record(self, message: Any, reason: str) -> None:
-        queue = (message.delivery_info or {}).get("routing_key")
+        info = message.delivery_info or {}
+        queue = info.get("routing_key")
         body = message.body
-        text = body[:_EXCERPT].decode("utf-8", "backslashreplace") if isinstance(body, bytes) else str(body)[:_EXCERPT]
-        excerpt = text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
+        head = body[:_EXCERPT]
+        excerpt = head.decode("utf-8", "backslashreplace") if isinstance(head, bytes) else str(body)[:_EXCERPT]
+        # SQS hands a message back until it is deleted: key it by its id so that it is recorded once.
+        message_id = (info.get("sqs_message") or {}).get("MessageId")
         try:
-            Registry(get_settings().registry.url).record_rejected(queue, reason, excerpt, self.hostname)
+            Registry(get_settings().registry.url).record_rejected(
+                queue, reason, excerpt, self.hostname, key=f"sqs:{message_id}" if message_id else None)
         except Exception:  # the registry being away must not stop consumption
             log.exception("could not record a rejected message: %s", reason)

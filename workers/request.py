@@ -36,6 +36,25 @@ class PudatoRequest(Request):
                 log.exception("could not record a lost attempt of %s", self.id)
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft and self.task.name.startswith("pudato."):
+            try:
+                self._record_hard_timeout(timeout)
+            except Exception:  # recording must never break the consumer
+                log.exception("could not record the hard time limit of %s", self.id)
+        super().on_timeout(soft, timeout)
+
+    def _record_hard_timeout(self, timeout: float) -> None:
+        handler = self.task.name.split(".")[1]
+        ids = identify(self, self.kwargs)
+        if ids["refused"]:
+            return
+        error = ErrorInfo(type="LimitExceeded", kind="terminal", message=(
+            f"the step ran past its hard time limit of {timeout:g} s and its process was killed "
+            f"(PUDATO_BROKER__QUEUES__{handler.upper()}__TIME_LIMIT_S)"))
+        signals.record_result(self, Result.failed(job_id=ids["job_id"], step_id=ids["step_id"], handler=handler,
+                                                  action=ids["action"], error=error))
+
     def _record_lost(self, exc: BaseException) -> None:
         handler = self.task.name.split(".")[1]
         settings = get_settings()
@@ -44,6 +63,8 @@ class PudatoRequest(Request):
         receives = int(raw.get("sqs_message", {}).get("Attributes", {}).get("ApproximateReceiveCount", 0))
         limit = settings.broker.queues[handler].max_receive_count
         ids = identify(self, self.kwargs)
+        if ids["refused"]:
+            return
         base = {"step_id": ids["step_id"], "job_id": ids["job_id"], "handler": handler, "action": ids["action"],
                     "task_id": self.id, "worker": self.hostname}
         reason = f"worker lost during receive {receives} of {limit}: {exc}"

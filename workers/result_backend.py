@@ -6,22 +6,31 @@ or more. Redis avoids that with an atomic counter, and so does this backend: it
 is a key-value backend (``implements_incr``) over the ``celery_results`` table,
 whose ``incr`` is one upsert. The last header task to finish sends the body.
 
-Every operation waits out a database outage (up to ``MAX_OUTAGE_S``), so a
-PostgreSQL restart delays results instead of losing them.
+A database outage never blocks a task. Storing a task's result is tried once
+on the task's path; if the database is away, it is handed to a background
+drain that waits the outage out, and the task (and the next one) goes on. A
+chord header's part (the counter, and the body once the last part is in) is
+always done on that drain, in order after the results before it, so chords
+complete once the database is back. Reads (``AsyncResult.get``) wait out an
+outage of up to ``MAX_OUTAGE_S``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
+from celery import signals
 from celery.backends.base import KeyValueStoreBackend
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pudato.background import Drain
 from pudato.backoff import Backoff
 from pudato.protocol import utcnow
 from pudato.registry.database import get_engine
@@ -33,6 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_OUTAGE_S = 600.0
 _table = cast(Table, ResultEntry.__table__)
+_attempt = threading.local()  # .once: operations on this thread try the database once, then raise
 
 
 class RegistryResultBackend(KeyValueStoreBackend):
@@ -43,6 +53,35 @@ class RegistryResultBackend(KeyValueStoreBackend):
     def __init__(self, *args: Any, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.registry_url = get_settings().registry.url
+        self.deferred = Drain("result-backend", _run_all, is_transient=is_outage, batch_size=1, max_backoff_s=2.0)
+        for stopping in (signals.worker_process_shutdown, signals.worker_shutdown):
+            stopping.connect(self._flush_deferred, weak=False)
+
+    # -- off the task's path ---------------------------------------------------------
+
+    def _store_result(self, task_id: Any, result: Any, state: Any, traceback: Any = None, request: Any = None,
+                      **kwargs: Any) -> Any:
+        store = functools.partial(super()._store_result, task_id, result, state, traceback, request, **kwargs)
+        if self.deferred.pending:  # behind what already waits for the database, in order
+            self.deferred.put(store)
+            return result
+        _attempt.once = True
+        try:
+            return store()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("result backend: registry unavailable; the result of %s is stored once it is back", task_id)
+            self.deferred.put(store)
+            return result
+        finally:
+            _attempt.once = False
+
+    def on_chord_part_return(self, request: Any, state: Any, result: Any, **kwargs: Any) -> None:
+        self.deferred.put(functools.partial(super().on_chord_part_return, request, state, result, **kwargs))
+
+    def _flush_deferred(self, **_: Any) -> None:
+        self.deferred.close(timeout=10.0)
 
     # -- the key-value primitives Celery builds on --------------------------------
 
@@ -96,11 +135,17 @@ class RegistryResultBackend(KeyValueStoreBackend):
                 with get_engine(self.registry_url).begin() as connection:
                     return operation(connection)
             except Exception as exc:
-                delay = backoff.next_delay() if is_outage(exc) else None
+                delay = backoff.next_delay() if is_outage(exc) and not getattr(_attempt, "once", False) else None
                 if delay is None:
                     raise
                 log.warning("result backend: registry unavailable (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
+
+
+def _run_all(operations: list[Callable[[], Any]]) -> None:
+    while operations:  # pop only once done: after an outage the drain resumes at the first not done
+        operations[0]()
+        operations.pop(0)
 
 
 def _text(key: bytes | str) -> str:

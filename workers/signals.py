@@ -5,6 +5,8 @@
 * ``task_prerun`` / ``task_success`` / ``task_failure`` / ``task_retry``: a
   :class:`StepUpdate` for the registry, written by a background drain.
 * ``task_success`` / ``task_failure``: the Result and its Events go to SNS.
+* ``worker_process_init`` / ``worker_ready``: start the record drain, which writes the
+  journalled records of pool processes that died (pudato.journal).
 * ``worker_process_shutdown``: flush both drains; spool what the registry could not take.
 
 Only tasks named ``pudato.*`` are recorded; Celery's own tasks are not steps.
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import signals
+from celery.exceptions import TimeLimitExceeded
 
 from pudato.fanout import Publisher
 from pudato.protocol import JOB_HEADER, ErrorInfo, Event, Result, utcnow
@@ -87,11 +90,14 @@ def _worker_name(task: Any) -> str:
     return getattr(task.request, "hostname", None) or f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _refused(task: Any, kwargs: dict[str, Any] | None = None) -> bool:
+    return bool(identify(task.request, kwargs if kwargs is not None else task.request.kwargs)["refused"])
+
+
 def _update(task: Any, event: str, kwargs: dict[str, Any] | None, **fields: Any) -> StepUpdate:
     ids = identify(task.request, kwargs)
     raw = (kwargs or {}).get("command")
     payload = raw.get("payload") if isinstance(raw, dict) and isinstance(raw.get("payload"), dict) else None
-    name = raw.get("step_name") if isinstance(raw, dict) else None
     return StepUpdate(
         event=event,  # type: ignore[arg-type]
         step_id=ids["step_id"],
@@ -101,7 +107,7 @@ def _update(task: Any, event: str, kwargs: dict[str, Any] | None, **fields: Any)
         task_id=task.request.id,
         worker=_worker_name(task),
         payload=payload,
-        name=name if isinstance(name, str) else None,
+        name=ids["name"] or None,
         **fields,
     )
 
@@ -125,13 +131,20 @@ def carry_job_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 @on(signals.task_prerun)
 def step_started(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
-    if _is_step(task):
-        recorder().record(_update(task, "started", kwargs, started_at=utcnow()))
+    if not _is_step(task):
+        return
+    reason = identify(task.request, kwargs)["refused"]
+    if reason:  # nothing under the ids it claims: one rejected_messages row, with the command
+        command = (kwargs or {}).get("command")
+        recorder().record(_update(task, "refused", kwargs, error={"type": "CommandRefused",
+                                  "message": reason}, data={"command": command}))
+        return
+    recorder().record(_update(task, "started", kwargs, started_at=utcnow()))
 
 
 @on(signals.task_success)
 def step_succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
-    if not _is_step(sender):
+    if not _is_step(sender) or _refused(sender):
         return
     outcome = Result.model_validate(result)
     _finish(sender, sender.request.kwargs, outcome)
@@ -139,7 +152,9 @@ def step_succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
 
 @on(signals.task_failure)
 def step_failed(sender: Any = None, exception: BaseException | None = None, kwargs: Any = None, **_: Any) -> None:
-    if not _is_step(sender):
+    # A hard time limit is signalled in the worker's main process, where the task's request is not
+    # this one: workers.request.PudatoRequest.on_timeout records it.
+    if not _is_step(sender) or isinstance(exception, TimeLimitExceeded) or _refused(sender, kwargs):
         return
     details = getattr(exception, "details", None) or {}
     if "result" in details:
@@ -151,9 +166,15 @@ def step_failed(sender: Any = None, exception: BaseException | None = None, kwar
 
 @on(signals.task_retry)
 def step_retried(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
-    if _is_step(sender):
+    if _is_step(sender) and not _refused(sender):
         recorder().record(_update(sender, "retried", request.kwargs if request else None,
                                   error={"type": "Retry", "message": str(reason)}))
+
+
+@on(signals.worker_process_init, signals.worker_ready)
+def start_recording(**_: Any) -> None:
+    # At once, not at the first task: a pool process that replaces a SIGKILLed one writes its records.
+    recorder().drain.start()
 
 
 @on(signals.worker_process_shutdown, signals.worker_shutdown)

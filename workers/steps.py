@@ -17,10 +17,12 @@ from typing import Any
 
 from celery import Celery, Task
 
+from pudato import deadline
 from pudato.errors import InvalidCommand, TerminalError
 from pudato.handler_specs import spec
 from pudato.handlers.base import Handler, parse_command
-from pudato.protocol import Result
+from pudato.protocol import ErrorInfo, Result
+from pudato.settings import get_settings
 from workers.identity import identify
 
 MAX_TRANSIENT_RETRIES = 3
@@ -28,6 +30,10 @@ MAX_TRANSIENT_RETRIES = 3
 
 class StepFailed(TerminalError):
     """A step's Result says it failed. ``details['result']`` holds that Result as JSON."""
+
+
+class CommandRefused(TerminalError):
+    """The command claims a job or step without the platform's signature (workers.identity): not run."""
 
 
 class HandlerTask(Task):
@@ -47,11 +53,20 @@ def run_step(task: HandlerTask, command: Any) -> dict[str, Any]:
     if command is None:
         raise InvalidCommand("message carries no 'command' keyword argument")
     ids = identify(task.request, {"command": command})
+    if ids["refused"]:
+        raise CommandRefused(ids["refused"])
     if isinstance(command, dict):
         handler = task.name.split(".")[1]
         command = {"handler": handler, **command, "job_id": ids["job_id"], "step_id": ids["step_id"]}
     parsed = parse_command(command)
-    result = task.handler.execute(parsed)
+    handler = task.name.split(".")[1]
+    setting = f"PUDATO_BROKER__QUEUES__{handler.upper()}__SOFT_TIME_LIMIT_S"
+    soft_limit_s = get_settings().broker.queues[handler].soft_time_limit_s
+    with deadline.step_deadline(soft_limit_s, setting, ahead_s=min(1.0, soft_limit_s / 10)):
+        result = task.handler.execute(parsed)
+        if result.error is not None and result.error.type == "SoftTimeLimitExceeded":
+            # Celery's soft limit, raised inside the handler: say which limit, and where it is set.
+            result = result.model_copy(update={"error": ErrorInfo.of(deadline.exceeded())})
     if result.status == "failed":
         assert result.error is not None
         if result.error.kind == "transient" and task.request.retries < MAX_TRANSIENT_RETRIES:
@@ -78,7 +93,10 @@ def handler_task(app: Celery, handler: str) -> Any:
 
     execute.__name__ = f"{handler}_execute"
     execute.__doc__ = f"Run one {handler} command: ``execute.delay(command={{'action': ..., 'payload': ...}})``."
+    # Both limits stay below the queue's visibility timeout (pudato.settings.QueueSettings): a task
+    # is settled before SQS could hand its message to a second worker, so no step runs twice at once.
+    queue = get_settings().broker.queues[handler]
     return app.task(
         bind=True, base=HandlerTask, name=spec(handler).task_name, handler_path=spec(handler).handler_class,
-        acks_late=True,
+        acks_late=True, soft_time_limit=queue.soft_time_limit_s, time_limit=queue.time_limit_s,
     )(execute)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import math
 import tempfile
 import time
@@ -28,7 +29,7 @@ from pudato.backends.warehouse import TableName, check_identifier, quote_identif
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import ENGINE, parse_statements
 from pudato.backends.warehouse.typed import csv_select
-from pudato.errors import InvalidCommand, PudatoError
+from pudato.errors import InvalidCommand, LimitExceeded, PudatoError
 from pudato.handlers.base import Payload, action
 from pudato.handlers.csv_options import Format, column_names, format_for, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
@@ -121,7 +122,8 @@ class QueryHandler(WarehouseHandler):
                     started_at, clock = utcnow(), time.perf_counter()
                     cursor = session.execute(sql, record=False)
                     columns = _columns(cursor.description)
-                    fetched = cursor.fetchmany(limit + 1)
+                    with session.engine_call(sql):  # DuckDB streams: the work may happen while fetching
+                        fetched = cursor.fetchmany(limit + 1)
                     session.executions.append(_record(sql, started_at, clock, min(len(fetched), limit)))
                 # The versions read: a read-only session sees one snapshot throughout, and after
                 # the query the files' metadata are in DuckDB's cache.
@@ -130,6 +132,7 @@ class QueryHandler(WarehouseHandler):
                 # Upload after closing the warehouse: other workers need not wait on the network.
                 return self._store(payload.output, target, columns, written, inputs, session.executions)
         rows = [[_jsonable(v) for v in row] for row in fetched[: limit]]
+        _check_size(rows, self.settings.warehouse.max_result_bytes)
         return Outcome(
             inputs=inputs,
             executions=session.executions,
@@ -279,3 +282,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return str(value)
+
+
+def _check_size(rows: list[list[Any]], cap: int) -> None:
+    """Refuse an inline result too big to carry in a Result (JSON bytes); name the way out."""
+    size = len(json.dumps(rows, default=str))
+    if size > cap:
+        raise LimitExceeded(
+            f"the query's result is {size} bytes of JSON, above the cap of {cap} (PUDATO_WAREHOUSE__MAX_RESULT_BYTES): "
+            "lower 'limit', select fewer columns, or write the result to storage with 'output'",
+            size=size, cap=cap)

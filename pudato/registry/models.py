@@ -156,9 +156,11 @@ class DatasetDrift(Base):
 
 
 class RejectedMessage(Base):
-    """A message no task could run: not JSON, not decodable, or for an unknown task."""
+    """A message no task could run (not JSON, not decodable, an unknown task, forged ids),
+    or a step record the database refused. Recorded once: ``message_key`` names the message."""
 
     __tablename__ = "rejected_messages"
+    __table_args__ = (UniqueConstraint("message_key", name="uq_rejected_messages_message_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     queue: Mapped[str | None] = mapped_column(String(255))
@@ -166,6 +168,8 @@ class RejectedMessage(Base):
     reason: Mapped[str] = mapped_column(Text)
     body_excerpt: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(200))
+    # sha256 of what identifies the message (its SQS message id, or the refused record's task).
+    message_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class ResultEntry(Base):
@@ -234,3 +238,8 @@ class LineageLink(Base):
     first_seen_at: Mapped[datetime | None]
     last_seen_at: Mapped[datetime | None]
     runs: Mapped[int] = mapped_column(Integer, default=1)
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    """A mapped row as a plain dict of its columns."""
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns}

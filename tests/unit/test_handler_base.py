@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pudato.backends.storage.local import LocalStorage
@@ -35,6 +37,18 @@ def test_parse_command_names_the_problem():
         parse_command({"handler": "spreadsheet", "action": "x"})
 
 
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("step_name", "n" * 201, "step_name: String should have at most 200 characters"),
+    ("job_id", "j" * 65, "job_id: String should match pattern"),
+    ("step_id", "../other", "step_id: String should match pattern"),
+    ("step_name", "a\x00b", "step_name contains a NUL character"),
+    ("payload", {"key": "a\x00b"}, "payload.key contains a NUL character"),
+])
+def test_commands_the_registry_could_not_hold_are_refused_at_parse_time(field, value, problem):
+    with pytest.raises(InvalidCommand, match=re.escape(problem)):
+        parse_command({"handler": "storage", "action": "put", field: value})
+
+
 def test_put_get_copy_delete_round_trip_on_a_local_folder(storage):
     put = _run(storage, "put", key="raw/a.txt", content="hello")
     assert put.status == "succeeded"
@@ -59,7 +73,7 @@ def test_put_imports_only_below_an_import_root(storage, tmp_path):
     assert escape.error.type == "UnsafeInput"
 
 
-@pytest.mark.parametrize("key", ["../x", "/abs", "a/../../x", "a//b", "a\\b", "a\x00b", ""])
+@pytest.mark.parametrize("key", ["../x", "/abs", "a/../../x", "a//b", "a\\b", ""])
 def test_unsafe_keys_are_refused(storage, key):
     result = _run(storage, "put", key=key, content="x")
     assert result.status == "failed" and result.error.type == "UnsafeInput"

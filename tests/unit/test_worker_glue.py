@@ -19,8 +19,10 @@ from pudato.errors import BackendUnavailable, QueryFailed
 from pudato.handlers.base import Handler, PingPayload, action
 from pudato.pipelines import from_description
 from pudato.protocol import JOB_HEADER, Outcome
+from pudato.settings import get_settings
+from pudato.signing import platform_key, sign
 from workers.signals import carry_job_id
-from workers.steps import MAX_TRANSIENT_RETRIES, HandlerTask, StepFailed, run_step
+from workers.steps import MAX_TRANSIENT_RETRIES, CommandRefused, HandlerTask, StepFailed, run_step
 
 
 class ScriptedHandler(Handler):
@@ -56,10 +58,18 @@ def task() -> Iterator[Any]:
 
 def test_transient_failures_are_retried_until_the_step_succeeds(task: Any) -> None:
     ScriptedHandler.failures[:] = [BackendUnavailable("moto away"), BackendUnavailable("moto away")]
-    result = task.apply(kwargs={"command": {"action": "list", "job_id": "job-1"}}).get()
+    command = {"handler": "storage", "action": "list", "job_id": "job-1", "step_id": "step-1"}
+    command["signature"] = sign(command, platform_key(get_settings()))
+    result = task.apply(kwargs={"command": command}).get()
     assert result["status"] == "succeeded"
     assert result["data"] == {"attempt": 3}
     assert result["job_id"] == "job-1"
+
+
+def test_a_command_that_claims_a_job_without_the_signature_is_refused(task: Any) -> None:
+    with pytest.raises(CommandRefused, match="without a valid platform signature"):
+        task.apply(kwargs={"command": {"action": "list", "job_id": "job-1", "step_id": "step-1"}}).get()
+    assert ScriptedHandler.attempts == 0
 
 
 def test_transient_failures_stop_after_the_retry_limit(task: Any) -> None:

@@ -51,6 +51,11 @@ still cannot use it. This transport, named in ``celeryconfig.broker_transport``
    5.7 pops the Celery name, so a deleted queue's URL was reused (the same
    ``_delete`` that celery/kombu#2091 made actually delete the queue).
 
+8. A poll that SQS did not answer (moto or the network away) reads as an
+   empty poll, and the queue is polled again with exponential backoff, instead
+   of ending the worker with ``AttributeError("'list' object has no attribute
+   'get'")`` from kombu's ``_on_messages_ready`` (see the comment there).
+
 Each of these is a workaround for kombu 5.7.0 / Celery 5.7.0; see the comments
 where they are made. With ``supports_fanout`` off (``PUDATO_BROKER__MONITORING
 =false``) nothing is broadcast: Celery makes no worker mailbox and events stay

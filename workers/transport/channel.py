@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from functools import cached_property
 from typing import Any
@@ -289,3 +290,63 @@ class Channel(SQS.Channel):
             wait = self.broadcast_wait_time_seconds
         return connection.receive_message(queue_name, queue_url, number_messages=count,
                                           wait_time_seconds=wait, callback=callback)
+
+    # -- 8. broker faults: an unreachable SQS is waited out, with backoff ------------------------
+
+    #: The longest pause between two polls of a queue while SQS does not answer.
+    MAX_OUTAGE_BACKOFF_S = 10.0
+
+    @property
+    def _outages(self) -> dict[str, int]:
+        """Per queue, how many polls in a row SQS did not answer."""
+        found: dict[str, int] | None = self.__dict__.get("_pudato_outages")
+        if found is None:
+            found = self.__dict__["_pudato_outages"] = {}
+        return found
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
+        # kombu 5.7.0's async client answers a timeout, a refused connection (curl's 599) or a
+        # 5xx with an empty *list* (AsyncAWSQueryConnection._on_list_ready, kept from the
+        # celery/kombu#1064 and #1173 fixes), while _on_messages_ready, rewritten for SQS's JSON
+        # protocol (the change celery/kombu#2260 debated reverting), calls messages.get() and
+        # raises AttributeError("'list' object has no attribute 'get'"): an "Unrecoverable
+        # error" that ends the worker whenever SQS is briefly away. Treat it as an empty poll.
+        if not isinstance(messages, dict):
+            failures = self._outages[qname] = self._outages.get(qname, 0) + 1
+            if failures == 1:
+                log.warning("SQS did not answer a poll of %s; retrying with backoff", qname)
+            return 0
+        if self._outages.pop(qname, 0):
+            log.warning("SQS answers polls of %s again", qname)
+        received: int = super()._on_messages_ready(queue, qname, messages)
+        return received
+
+    def asynsqs(self, queue: str | None = None) -> Any:
+        connection = super().asynsqs(queue)
+        if not getattr(connection, "_pudato_guarded", False):
+            # Any other HTTP error on ReceiveMessage (a 400 while a restarted server is still
+            # recreating its queues) is a plain Exception in kombu 5.7.0, which also ends the
+            # worker: read it as an unanswered poll too, and let the backoff wait it out.
+            on_list_ready = connection._on_list_ready
+
+            def guarded(parent: Any, markers: Any, operation: str, response: Any) -> Any:
+                try:
+                    return on_list_ready(parent, markers, operation, response)
+                except Exception as exc:
+                    if operation != "ReceiveMessage":
+                        raise
+                    log.warning("SQS ReceiveMessage failed: %s", exc)
+                    return []
+
+            connection._on_list_ready = guarded
+            connection._pudato_guarded = True
+        return connection
+
+    def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
+        failures = self._outages.get(queue, 0)
+        if not failures or messages_fetched:
+            super()._loop1(queue, messages_fetched)
+            return
+        # Exponential, with jitter, so that a fleet of workers does not return all at once.
+        delay = min(self.MAX_OUTAGE_BACKOFF_S, 0.5 * 2 ** min(failures, 8)) * (0.5 + random.random() / 2)
+        self.hub.call_later(delay, self._schedule_queue, queue)

@@ -31,6 +31,8 @@ and :func:`quote_identifier` is the only way a name reaches SQL text.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,7 +46,7 @@ from pudato.protocol import DataReference
 
 if TYPE_CHECKING:
     from pudato.backends.warehouse.session import Session
-    from pudato.settings import Settings
+    from pudato.settings import Settings, WarehouseSettings
 
 BACKENDS = {
     "duckdb": "pudato.backends.warehouse.duckdb:DuckDBWarehouse",
@@ -237,6 +239,17 @@ class WarehouseBackend:
             backend=self.kind,
         )
 
+    def for_build(
+        self,
+        catalog_user: str | None = None,
+        catalog_password: str | None = None,
+        s3_key_id: str | None = None,
+        s3_secret: str | None = None,
+    ) -> WarehouseBackend:
+        """This warehouse as dbt's builds reach it, with credentials scoped to a build (given ones
+        replace the platform's); a backend without such credentials returns itself."""
+        return self
+
     def release(self) -> None:
         """Let go of anything held between operations (nothing, by default)."""
 
@@ -246,3 +259,18 @@ def warehouse_backend(settings: Settings) -> WarehouseBackend:
     cls = load_backend("warehouse", BACKENDS, settings.warehouse.backend)
     backend: WarehouseBackend = cls.from_settings(settings)
     return backend
+
+
+def instance_limits(settings: WarehouseSettings) -> dict[str, Any]:
+    """The DuckDB configuration that bounds each instance: a worker must never take the whole host."""
+    limits: dict[str, Any] = {"memory_limit": settings.memory_limit, "threads": settings.threads,
+                              "max_temp_directory_size": settings.max_temp_directory_size}
+    if settings.temp_directory is not None:
+        limits["temp_directory"] = str(settings.temp_directory)
+    return limits
+
+
+def schema_fingerprint(columns: Sequence[dict[str, Any]]) -> str:
+    """sha256 of the ordered (name, type) pairs: equal fingerprints, same table shape."""
+    shape = json.dumps([[c["name"], c["type"]] for c in columns], separators=(",", ":"))
+    return hashlib.sha256(shape.encode()).hexdigest()

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from pudato import datasets
-from pudato.backends.warehouse import DEFAULT_SCHEMA, quote_identifier
+from pudato.backends.warehouse import DEFAULT_SCHEMA, instance_limits, quote_identifier
 from pudato.backends.warehouse.engine import DuckDBEngine
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import (
@@ -83,12 +83,14 @@ class DuckDBWarehouse(DuckDBEngine):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DuckDBWarehouse:
-        return cls(
+        warehouse = cls(
             settings.warehouse.path,
             settings.warehouse.lock_timeout_s,
             extension_dir=settings.warehouse.extension_dir,
             aws=settings.aws if settings.storage.backend == "s3" else None,
         )
+        warehouse.limits = instance_limits(settings.warehouse)
+        return warehouse
 
     @property
     def database_name(self) -> str:

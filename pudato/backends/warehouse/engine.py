@@ -28,6 +28,7 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -152,6 +153,8 @@ class DuckDBEngine(WarehouseBackend):
     _spare: Future[duckdb.DuckDBPyConnection] | None = None
     _spare_pid: int = 0
     _sandboxed: tuple[int, duckdb.DuckDBPyConnection] | None = None
+    #: DuckDB settings that bound one instance (memory, threads, spill): ``warehouse.instance_limits``.
+    limits: Mapping[str, Any] = MappingProxyType({})
 
     def __init__(
         self,
@@ -206,6 +209,7 @@ class DuckDBEngine(WarehouseBackend):
                 # Checking a signature hashes the whole file (0.2-1 s for these three), on every
                 # instance. This process already checked these very files (same size and mtime).
                 "allow_unsigned_extensions": verified,
+                **self.limits,
             },
         )
         try:

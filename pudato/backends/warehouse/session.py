@@ -14,7 +14,6 @@ so a retried load never loses or doubles a row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -26,7 +25,8 @@ from typing import Any, Literal, TypeVar
 
 import duckdb
 
-from pudato.backends.warehouse import TableName, TableVersion, quote_identifier
+from pudato import deadline
+from pudato.backends.warehouse import TableName, TableVersion, quote_identifier, schema_fingerprint
 from pudato.backends.warehouse.sql import (
     ENGINE,
     base_tables,
@@ -91,10 +91,8 @@ class Session:
         """Run one statement; recorded ones become the step's ExecutionRecords."""
         started_at = utcnow()
         clock = time.perf_counter()
-        try:
+        with self.engine_call(sql):
             result = self.con.execute(sql, params) if params else self.con.execute(sql)
-        except duckdb.Error as exc:
-            raise self._error(exc, sql) from None
         if record:
             self.executions.append(
                 ExecutionRecord(
@@ -105,6 +103,17 @@ class Session:
                 )
             )
         return result
+
+    @contextmanager
+    def engine_call(self, sql: str | None = None) -> Iterator[None]:
+        """Around a call into DuckDB (a statement, or fetching its streamed rows): errors translated."""
+        try:  # Celery's soft time limit cannot reach into DuckDB's native code: interrupt it ourselves
+            with deadline.interrupt_at_deadline(self.con.interrupt):
+                yield
+        except duckdb.InterruptException:
+            raise deadline.exceeded("the statement") from None
+        except duckdb.Error as exc:
+            raise self._error(exc, sql) from None
 
     def write(self, sql: str, params: Sequence[Any] | None = None) -> int:
         """Run a recorded statement that changes data; returns the rows it touched."""
@@ -378,12 +387,6 @@ class Session:
             )
         self.execute(f"DROP TABLE {stage}", record=False)
         return len(rows) - int(updated), int(updated)
-
-
-def schema_fingerprint(columns: Sequence[dict[str, Any]]) -> str:
-    """sha256 of the ordered (name, type) pairs: equal fingerprints, same table shape."""
-    shape = json.dumps([[c["name"], c["type"]] for c in columns], separators=(",", ":"))
-    return hashlib.sha256(shape.encode()).hexdigest()
 
 
 def _by_columns(rows: Sequence[Row]) -> dict[tuple[str, ...], list[Row]]:

@@ -1,0 +1,74 @@
+"""Fault suite, step records: a slow registry plus a SIGKILLed pool process loses no record.
+
+The registry is made slow by holding a lock on its ``jobs`` table from the test;
+meanwhile the storage worker runs the job's steps and acknowledges their
+messages. Then its pool process is SIGKILLed, the lock released, and every
+step must still be recorded and the job must finish.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pudato import jobs
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def pool_children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+def queue_empty(stack, name: str) -> bool:
+    sqs = stack.client("sqs")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return all(value == "0" for value in attributes.values())
+
+
+def test_a_slow_registry_and_a_sigkilled_pool_process_lose_no_step_record(stack):
+    spool = Path(stack.env["PUDATO_REGISTRY__SPOOL_DIR"])
+    puts = [jobs.step("storage", "put", key=f"faults/records/{i}.csv", content=f"n\n{i}\n") for i in range(6)]
+    engine = create_engine(stack.env["PUDATO_REGISTRY__URL"])
+    locker = engine.connect()
+    try:
+        job = jobs.submit(jobs.group(*puts), name="slow registry")
+        transaction = locker.begin()
+        # EXCLUSIVE: reads go on, but every step record (SELECT ... FOR UPDATE on its job) waits.
+        locker.execute(text("LOCK TABLE jobs IN EXCLUSIVE MODE"))
+        wait_for(lambda: queue_empty(stack, "pudato-storage"), 60, "the steps were not all run and acknowledged")
+        journalled = list(spool.glob("step-records.*.json"))
+        assert journalled, "no record waited in the journal: the registry was not slow enough to prove anything"
+        (child,) = pool_children(stack.workers["storage"].pid)
+        os.kill(child, signal.SIGKILL)
+        wait_for(lambda: pool_children(stack.workers["storage"].pid) not in ([], [child]), 30,
+                 "the worker did not replace its pool process")
+        transaction.commit()
+    finally:
+        locker.close()
+        engine.dispose()
+    record = jobs.wait(job.job_id, timeout=120)
+    assert record["status"] == "succeeded"
+    assert [s["status"] for s in record["steps"]] == ["succeeded"] * 6
+    assert all(s["finished_at"] and s["outputs"] for s in record["steps"])
+    assert "recovered" in stack.worker_log("storage")
+    wait_for(lambda: not list(spool.glob("step-records.*.json")), 30, "the journal was not emptied")
