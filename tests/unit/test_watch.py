@@ -152,7 +152,8 @@ def test_a_job_that_does_not_finish_times_out(registry: Registry) -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="job-4"):
         watch(registry, "job-4", timeout=0.3, out=out, poll_s=0.05)
-    assert time.monotonic() - started < 2
+    # It gave up rather than hung: a bound far above the 0.3 s timeout, so a busy machine cannot trip it.
+    assert time.monotonic() - started < 30
     assert out.getvalue().splitlines()[:2] == ["job job-4 load a pending", "[--------------------] 0/3 steps"]
 
 
