@@ -25,6 +25,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pudato.backends.transform.inprocess import InProcessRunner
 from pudato.demo import load_releases, make_logic_repo
 from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command
@@ -42,7 +43,7 @@ def main(pudato_runs: int = 6, cli_runs: int = 4) -> None:
 
     settings = Settings(_env_file=None, warehouse=WarehouseSettings(path=warehouse),
                         logic=LogicSettings(cache_dir=state / "cache"))  # fmt: skip
-    handler = TransformHandler(settings)
+    handler = TransformHandler(settings, runner=InProcessRunner())
     pudato: list[float] = []
     for run in range(pudato_runs):
         command = Command(handler="transform", action="build", job_id=f"bench-{run}", logic_repo=str(project),

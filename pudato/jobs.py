@@ -28,7 +28,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pudato.errors import ConfigurationError, InvalidCommand, NotFound, PudatoError
+from pudato.errors import BackendUnavailable, ConfigurationError, InvalidCommand, NotFound, PudatoError
+from pudato.inline import check_payload_size
 from pudato.protocol import HANDLERS, JOB_HEADER, Command, InputPin, new_id, utcnow
 from pudato.registry.repository import TERMINAL, Registry, StepPlan, StepUpdate
 from pudato.settings import Settings, get_settings
@@ -130,11 +131,18 @@ def submit(
     """
     settings = settings or get_settings()
     app = app or _current_app()
+    for planned_step in steps_of(node):  # before anything is recorded: a refused job leaves no trace
+        check_payload_size(planned_step.name or f"{planned_step.handler}.{planned_step.action}", planned_step.payload)
     job_id, planned = _record(node, settings, name=name, trigger=trigger, parent_job_id=parent_job_id,
                               logic_repo=logic_repo, logic_ref=logic_ref, logic_version=logic_version)
     pin = {"logic_repo": logic_repo, "logic_version": logic_version}
-    canvas = _signature(app, node, job_id, pin, platform_key(settings))
-    async_result = canvas.apply_async(headers={JOB_HEADER: job_id})
+    try:
+        canvas = _signature(app, node, job_id, pin, platform_key(settings))
+        async_result = canvas.apply_async(headers={JOB_HEADER: job_id})
+    except Exception as exc:  # the broker refused the message: the job must not stay pending
+        error = exc if isinstance(exc, PudatoError) else BackendUnavailable(f"could not send the job: {exc}")
+        _fail_steps(settings, job_id, planned, error, prefix="not sent")
+        raise error from exc
     return SubmittedJob(job_id, planned, async_result)
 
 
@@ -145,15 +153,19 @@ def record_refused(node: Node, error: PudatoError, *, settings: Settings | None 
     """
     settings = settings or get_settings()
     job_id, planned = _record(node, settings, **job)
+    _fail_steps(settings, job_id, planned, error, prefix="not run")
+    return job_id
+
+
+def _fail_steps(settings: Settings, job_id: str, planned: list[Step], error: PudatoError, prefix: str) -> None:
     registry = Registry(settings.registry.url)
     now = utcnow()
-    failure = {"type": type(error).__name__, "message": f"not run: {error.message}", "kind": error.kind,
+    failure = {"type": type(error).__name__, "message": f"{prefix}: {error.message}", "kind": error.kind,
                "details": json.loads(json.dumps(error.details, default=str))}
     for step in planned:
         registry.apply(StepUpdate(event="finished", step_id=step.step_id, job_id=job_id, handler=step.handler,
                                   action=step.action, status="failed", started_at=now, finished_at=now,
                                   duration_ms=0.0, error=failure))
-    return job_id
 
 
 def _record(node: Node, settings: Settings, *, name: str | None = None, trigger: str = "api",

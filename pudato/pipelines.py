@@ -32,6 +32,7 @@ from pudato.backends.logic import logic_backend
 from pudato.errors import InvalidCommand, NotFound, VersionGone
 from pudato.handler_specs import spec as handler_spec
 from pudato.handlers.base import describe_validation_error
+from pudato.inline import ELIDED
 from pudato.protocol import InputPin
 from pudato.registry.repository import Registry
 from pudato.settings import Settings, get_settings
@@ -181,6 +182,13 @@ def from_description(document: dict[str, Any], pins: dict[str, list[InputPin]] |
     """
     pins = pins or {}
     if "handler" in document:
+        elided = (document.get("payload") or {}).get(ELIDED)
+        if elided:
+            raise InvalidCommand(
+                f"step {document.get('step') or document['handler']} sent inline content the registry kept only as "
+                f"sha256 and size ({elided}); it cannot be sent again: put the data in storage and pass its key",
+                step=document.get("step_id"),
+            )
         return jobs.Step(document["handler"], document["action"], dict(document.get("payload") or {}),
                          document.get("step"), pinned_inputs=list(pins.get(document.get("step_id") or "", [])))
     if "chord" in document:

@@ -26,7 +26,27 @@ def format_job(job: dict[str, Any]) -> str:
         lines.append(f"              {inputs} → {outputs}")
         if step.get("error"):
             lines.append(f"              error: {step['error']['type']}: {step['error']['message']}")
+        lines += [f"              {line}" for line in _release_lines(step)]
     return "\n".join(lines)
+
+
+def _release_lines(step: dict[str, Any]) -> list[str]:
+    """A load's drift and validation, in brief: what changed, what was rejected and where it was kept."""
+    from pudato.registry.drift import describe_drift
+
+    data = step.get("data") or {}
+    details = (step.get("error") or {}).get("details") or {}
+    drift = data.get("drift") or details.get("drift")
+    validation = data.get("validation") or details.get("validation")
+    lines = [f"drift: {line}" for line in describe_drift(drift)] if isinstance(drift, dict) else []
+    rows = drift.get("rows") if isinstance(drift, dict) else None
+    if lines and isinstance(rows, dict) and rows.get("before") is not None:
+        lines.append(f"drift: rows {rows['before']} -> {rows.get('after')} (release {rows.get('release')})")
+    if isinstance(validation, dict) and validation.get("rejected"):
+        kept = f", kept in {validation['rejected_table']}" if validation.get("rejected_table") else ""
+        counts = validation.get("counts")
+        lines.append(f"rejected: {validation['rejected']} of {validation.get('rows')} rows {counts}{kept}")
+    return lines
 
 
 def format_rows(columns: list[Any], rows: list[list[Any]]) -> str:

@@ -8,6 +8,7 @@ they never show up in a log or a record.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -88,11 +89,51 @@ class WarehouseSettings(_Section):
 
 
 class LogicSettings(_Section):
-    """The analysts' logic repositories: where checkouts are cached, which URLs are allowed."""
+    """The analysts' logic repositories: where checkouts are cached, which URLs are allowed.
+
+    ``allowed_hosts``: the hosts a repository URL may name (``github.com``, or
+    ``*.example.org`` for a domain and its subdomains); empty allows no remote host.
+    ``allow_local_paths`` covers both ``/path`` and ``file://``. Git gives up on a
+    remote that connects slower than ``connect_timeout_s`` or sends less than
+    ``low_speed_limit_bytes`` a second for ``low_speed_time_s``, and on any command
+    after ``timeout_s``.
+    """
 
     cache_dir: Path = Path(".pudato/logic")
     allowed_schemes: list[str] = Field(default_factory=lambda: ["https", "ssh", "file"])
+    allowed_hosts: list[str] = Field(default_factory=list)
     allow_local_paths: bool = True
+    connect_timeout_s: int = Field(default=15, ge=1)
+    low_speed_limit_bytes: int = Field(default=1000, ge=1)
+    low_speed_time_s: int = Field(default=30, ge=1)
+    timeout_s: float = Field(default=300.0, gt=0)
+
+
+class TransformSettings(_Section):
+    """How dbt runs the logic repository (see pudato/backends/transform).
+
+    ``runner``: ``sandboxed`` (a warm child process per worker with a scrubbed
+    environment, DuckDB locked to the warehouse, recycled after ``recycle_after``
+    invocations) or ``inprocess`` (in the worker itself: trusted repositories only).
+    Python models and hooks run code or SQL of the repository's choosing before any
+    lockdown applies: both are refused unless turned on. ``env_vars`` names the
+    variables dbt's ``env_var()`` may see; nothing else of the worker's environment
+    reaches a sandboxed dbt.
+    """
+
+    runner: Literal["sandboxed", "inprocess"] = "sandboxed"
+    allow_python_models: bool = False
+    allow_hooks: bool = False
+    # dbt deps may fetch hub, git and tarball packages (network from the worker, to any URL).
+    allow_package_downloads: bool = False
+    env_vars: list[str] = Field(default_factory=list)
+    recycle_after: int = Field(default=200, ge=1)
+    # Credentials for dbt's builds only (least privilege): an S3 key allowed only the lake's data
+    # prefix, and a PostgreSQL role allowed only the lake's catalog database. Empty: the platform's.
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    catalog_user: str | None = None
+    catalog_password: SecretStr | None = None
 
 
 class CatalogSettings(_Section):
@@ -264,6 +305,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     logic: LogicSettings = Field(default_factory=LogicSettings)
+    transform: TransformSettings = Field(default_factory=TransformSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -278,6 +320,40 @@ class Settings(BaseSettings):
     def dead_letter_queue_name(self, handler: str) -> str:
         return f"{QUEUE_PREFIX}{handler}-dlq"
 
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold, to redact from what is recorded (never logged)."""
+        found = [value.get_secret_value() for value in _secret_fields(self) if value.get_secret_value()]
+        for url in (self.registry.url, self.broker.url or "", self.warehouse.catalog_url or ""):
+            found.extend(_url_password(url))
+        return sorted(set(found), key=len, reverse=True)
+
+
+def _secret_fields(model: BaseModel) -> list[SecretStr]:
+    found: list[SecretStr] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            found.append(value)
+        elif isinstance(value, BaseModel):
+            found.extend(_secret_fields(value))
+    return found
+
+
+def _url_password(url: str) -> list[str]:
+    """A URL's password, as written and decoded (either may show up in a message)."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []
+
+
+def environment_values(names: list[str]) -> dict[str, str]:
+    """The values of the named environment variables that are set: the allow-list a sandbox passes on."""
+    return {name: os.environ[name] for name in names if name in os.environ}
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
@@ -287,8 +363,7 @@ def get_settings() -> Settings:
         first = exc.errors()[0]
         field = "__".join(str(part) for part in first["loc"])
         raise ConfigurationError(
-            f"setting PUDATO_{field.upper()} is invalid: {first['msg']} "
-            "(read from the environment and .env)",
+            f"setting PUDATO_{field.upper()} is invalid: {first['msg']} (read from the environment and .env)",
             field=field,
         ) from None
 

@@ -24,3 +24,19 @@ def history(
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     typer.echo(versions.format_history(rows) or f"no recorded versions of {name}")
+
+
+@datasets_app.command("drift")
+def drift(
+    name: str = typer.Argument(..., help="A table: schema.table, or its full name (ducklake://lake/main.t)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Every release loaded into a dataset, oldest first: columns added, removed, renamed, retyped; rows; rejects."""
+    from pudato.registry.drift import drift_history, format_drift
+    from pudato.settings import get_settings
+
+    rows = drift_history(get_settings().registry.url, name)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    typer.echo(format_drift(rows) or f"no recorded releases of {name}")

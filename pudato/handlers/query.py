@@ -9,6 +9,7 @@ bounded (``limit``), or whole as a Parquet/CSV object in storage.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import tempfile
@@ -27,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pudato.backends.warehouse import TableName, check_identifier, quote_identifier
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import ENGINE, parse_statements
+from pudato.backends.warehouse.typed import csv_select
 from pudato.errors import InvalidCommand, LimitExceeded, PudatoError
 from pudato.handlers.base import Payload, action
-from pudato.handlers.csv_options import Format, format_for, utf8_file
+from pudato.handlers.csv_options import Format, column_names, format_for, utf8_file
 from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import (
     Command,
@@ -193,6 +195,11 @@ class QueryHandler(WarehouseHandler):
             version = self.pinned_version(source.key, command)
             info = self.storage.head(source.key, version)  # first: it refuses an unsafe key
             fmt = format_for(source.key, source.format)
+            if fmt == "xlsx":
+                raise InvalidCommand(
+                    f"source {alias!r} is a spreadsheet; load it into a table (format: xlsx) and query the table",
+                    key=source.key,
+                )
             inputs.append(self.storage.reference(source.key, info))
             location = self.storage.direct_url(source.key) if fmt == "parquet" and version is None else None
             if location is None:
@@ -202,7 +209,11 @@ class QueryHandler(WarehouseHandler):
                 location = str(path.resolve())
             files.append(location)
             # A location we chose (an object URL, a storage file or our temp copy), not text from the message.
-            views[alias] = Session.read_sql(fmt, location)
+            if fmt == "csv":  # read as a load reads it: the same columns, types and rows
+                names = functools.partial(column_names, path=path, delimiter=None)
+                views[alias] = csv_select(location, self.storage.reference(source.key, info).uri, names)
+            else:
+                views[alias] = Session.read_sql(fmt, location)
         return views, inputs, files
 
     def _store(

@@ -8,29 +8,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from contextlib import ExitStack
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
-from pudato.backends.storage import sha256_of_file
+from pudato.backends.logic import LogicRepository, logic_backend
 from pudato.backends.warehouse import (
     TableName,
     check_identifier,
     parse_table_name,
-    quote_identifier,
 )
-from pudato.backends.warehouse.session import CsvRead, Session
+from pudato.backends.warehouse.session import Session
 from pudato.errors import InvalidCommand, NotFound
+from pudato.handlers import table_load
 from pudato.handlers.base import Payload, action
-from pudato.handlers.csv_options import (
-    Format,
-    check_encoding,
-    format_for,
-    normalize_names,
-    utf8_file,
-)
+from pudato.handlers.table_load import LoadPayload
+from pudato.handlers.table_payloads import TablePayload
 from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import Command, DataReference, Event, Outcome
 
@@ -46,16 +39,6 @@ _MAX_ROWS = 10_000
 Row = dict[str, Any]
 
 
-class TablePayload(Payload):
-    table: str
-
-    @field_validator("table")
-    @classmethod
-    def _table(cls, value: str) -> str:
-        parse_table_name(value)  # UnsafeInput, not a validation error: the name was refused
-        return value
-
-
 class CreatePayload(TablePayload):
     columns: dict[str, str] = Field(min_length=1)
     primary_key: list[str] = Field(default_factory=list)
@@ -69,32 +52,6 @@ class CreatePayload(TablePayload):
                 raise ValueError(f"column {column!r} has type {type_!r}, which is not a plain DuckDB type: a type "
                                  "name with an optional (precision, scale), e.g. DECIMAL(18,2); no DEFAULT, "
                                  "GENERATED or constraint")
-        return value
-
-
-class LoadPayload(TablePayload):
-    key: str
-    format: Format | None = None
-    mode: Literal["replace", "append"] = "replace"
-    # CSV only:
-    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
-    header: bool = True
-    encoding: str = "auto"
-    all_varchar: bool = False
-    # Every format:
-    normalize_headers: bool = True
-    skip_blank_records: bool = True
-
-    @field_validator("encoding")
-    @classmethod
-    def _encoding(cls, value: str) -> str:
-        return check_encoding(value)
-
-    @field_validator("delimiter")
-    @classmethod
-    def _delimiter(cls, value: str | None) -> str | None:
-        if value is not None and value in "\"'\r\n\x00":
-            raise ValueError(f"{value!r} cannot be a delimiter")
         return value
 
 
@@ -123,6 +80,7 @@ class TableHandler(WarehouseHandler):
     """Warehouse tables: each action opens the warehouse once and closes it before returning."""
 
     name = "table"
+    _logic: LogicRepository | None = None
 
     @action("create", CreatePayload)
     def create(self, payload: CreatePayload) -> Outcome:
@@ -157,55 +115,14 @@ class TableHandler(WarehouseHandler):
 
     @action("load", LoadPayload)
     def load(self, payload: LoadPayload, command: Command) -> Outcome:
-        name = parse_table_name(payload.table)
-        version = self.pinned_version(payload.key, command)
-        info = self.storage.head(payload.key, version)  # first: it refuses an unsafe key
-        fmt = format_for(payload.key, payload.format)
-        with ExitStack() as stack:
-            path = stack.enter_context(self.storage.local_path(payload.key, version))
-            if info.sha256 is None:  # put by something other than Pudato: the version still gets its digest
-                info = info.model_copy(update={"sha256": sha256_of_file(path)})
-            source = self.storage.reference(payload.key, info)
-            encoding = None
-            if fmt == "csv":
-                path, encoding = stack.enter_context(utf8_file(path, payload.encoding))
-            reader, params = _reader(fmt, path, payload), None
-            with self.warehouse.session() as session:
-                described = session.execute(f"SELECT * FROM {reader} LIMIT 0", params, record=False).description
-                originals = [column[0] for column in described]
-                names = normalize_names(originals) if payload.normalize_headers else originals
-                select = ", ".join(
-                    f"{quote_identifier(o)} AS {quote_identifier(n)}" for o, n in zip(originals, names, strict=True)
-                )
-                where = _not_blank(originals) if payload.skip_blank_records else ""
-                query = f"SELECT {select} FROM {reader}{where}"
+        return table_load.load(self, payload, command)
 
-                def write(session: Session) -> tuple[TableName, int]:
-                    exists = session.find(name)
-                    if payload.mode == "append" and exists:
-                        return exists[0], session.append(exists[0], query, params)
-                    session.ensure_schema(name)
-                    return name, session.replace_with(name, query, params)
-
-                name, loaded = session.atomic(write)
-                output = self._reference(session, name, source_sha256=info.sha256, source=source.uri)
-        renamed = {o: n for o, n in zip(originals, names, strict=False) if o != n}
-        return Outcome(
-            inputs=[source],
-            outputs=[output],
-            executions=session.executions,
-            data={
-                "table": name.qualified,
-                "mode": payload.mode,
-                "format": fmt,
-                "encoding": encoding,
-                "loaded": loaded,
-                "rows": output.facets["rows"],
-                "columns": output.facets["columns"],
-                "renamed": renamed,
-            },
-            events=[Event(type="table.loaded", dataset=output, detail={"loaded": loaded, "mode": payload.mode})],
-        )
+    @property
+    def logic(self) -> LogicRepository:
+        """The logic repositories contracts are read from; built on first use."""
+        if self._logic is None:
+            self._logic = logic_backend(self.settings)
+        return self._logic
 
     @action("insert", RowsPayload)
     def insert(self, payload: RowsPayload) -> Outcome:
@@ -322,15 +239,3 @@ class TableHandler(WarehouseHandler):
 def _fold(name: str) -> str:
     # DuckDB matches identifiers case-insensitively, so payloads may too.
     return name.lower()
-
-
-def _reader(fmt: Format, path: Path, payload: LoadPayload) -> str:
-    """The table function that reads the file, as the warehouse writes it."""
-    csv = CsvRead(header=payload.header, all_varchar=payload.all_varchar, delimiter=payload.delimiter)
-    return Session.read_sql(fmt, str(path), csv if fmt == "csv" else None)
-
-
-def _not_blank(columns: Sequence[str]) -> str:
-    """WHERE clause keeping rows with at least one non-NULL, non-empty field."""
-    fields = ", ".join(f"NULLIF(CAST({quote_identifier(c)} AS VARCHAR), '')" for c in columns)
-    return f" WHERE COALESCE({fields}) IS NOT NULL"

@@ -1,57 +1,49 @@
-"""The transform handler: dbt, in-process, on one commit of the analysts' logic repository.
+"""The transform handler: dbt on one commit of the analysts' logic repository.
 
 A step names the repository and the commit (``Command.logic_repo`` and
 ``Command.logic_version``); an ad-hoc step may give ``repo`` and ``ref`` in its
 payload instead, resolved when it runs. The handler checks the commit out (one
-clean directory per SHA, see :mod:`pudato.backends.logic`) and runs dbt there
-with ``dbtRunner``, never as a subprocess:
+clean directory per SHA, see :mod:`pudato.backends.logic`), decides the dbt
+command and the profile (the warehouse's :meth:`WarehouseBackend.dbt_target`,
+never the analysts' ``profiles.yml``), and hands both to a transform runner
+(:mod:`pudato.backends.transform`: sandboxed by default), which keeps the parsed
+manifest per commit. ``target/`` and ``logs/`` live in a per-SHA work directory
+outside the checkout. Every row a model writes carries ``_pudato_logic_version``
+and ``_pudato_job_id`` through the dbt vars of the same names.
 
-* the platform writes the profile: the analysts' ``profiles.yml`` is ignored,
-  and the warehouse is always the configured backend's (a DuckDB file, or the
-  lake attached by an in-memory DuckDB: :meth:`WarehouseBackend.dbt_target`);
-* ``target/`` and ``logs/`` live in a per-SHA work directory outside the checkout;
-* the parsed manifest is kept per SHA in the process (a commit never changes),
-  so only the first step on a commit pays for parsing;
-* every row a model writes carries ``_pudato_logic_version`` (the checkout's
-  SHA) and ``_pudato_job_id`` through the dbt vars of the same names.
-
-Lineage comes from dbt's artifacts: ``manifest.json`` for the graph, and
-``run_results.json`` for what ran. Outputs are the relations built; inputs are
-the upstream relations (models and sources, named as the table handler names
-them) that this run did not build itself. Each carries its version (snapshot id,
-rows, schema fingerprint): inputs as they were when the run started, outputs as
-the run left them.
+Lineage comes from dbt's artifacts: outputs are the relations built; inputs are
+the upstream relations this run did not build itself, each with its version
+(inputs as they were when the run started, outputs as the run left them).
+Whatever is recorded has the platform's secrets redacted.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
-import random
 import re
 import shlex
-import tempfile
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from pudato import datasets
 from pudato.backends.logic import Checkout, LogicRepository, is_sha, logic_backend
+from pudato.backends.transform import (
+    DbtInvocation,
+    TransformFailed,
+    TransformRunner,
+    project,
+    transform_runner,
+)
+from pudato.backends.transform import pins as dbt_pins
+from pudato.backends.transform.policy import check_checkout, redact
 from pudato.backends.warehouse import WarehouseBackend, warehouse_backend
-from pudato.errors import BackendUnavailable, InvalidCommand, PudatoError, TerminalError, UnsafeInput
-from pudato.handlers import dbt_pins
+from pudato.errors import InvalidCommand, PudatoError, UnsafeInput
 from pudato.handlers.base import Handler, Payload, action
-from pudato.lineage.dbt_artifacts import FAILED_STATUSES, RAN_STATUSES, RELATIONAL, LogicSource
+from pudato.lineage.dbt_artifacts import RAN_STATUSES, RELATIONAL, LogicSource
 from pudato.lineage.dbt_artifacts import Node as _Node
 from pudato.lineage.dbt_artifacts import execute_start as _execute_start
 from pudato.lineage.dbt_artifacts import graph as _graph
@@ -64,29 +56,14 @@ from pudato.lineage.dbt_artifacts import without_code as _without_code
 from pudato.protocol import Command, DataReference, Event, ExecutionRecord, Outcome, utcnow
 from pudato.settings import Settings, get_settings
 
+__all__ = ["TransformFailed", "TransformHandler", "TransformPayload"]
+
 _SELECTOR = re.compile(r"^[A-Za-z0-9_.:+*@/,=-]+$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_PROFILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 # Statuses of nodes that ran far enough to read their inputs.
 BUILDING_ACTIONS = {"build", "run", "seed"}
 DEFAULT_TARGET = "pudato"
-# DuckDB's words for "another process holds the warehouse" (a file) or "committed first" (the lake):
-# worth a retry, not a failure.
-_LOCK_CONFLICTS = (
-    "Could not set lock on file", "Conflicting lock is held", "Transaction conflict",
-    "Failed to commit DuckLake transaction",
-)  # fmt: skip
 _PARSE_JOB_ID = "parse"
-_MANIFEST_CACHE_SIZE = 8
-
-# dbt keeps global state (flags, adapters, the working directory): one invocation at a time.
-_DBT_LOCK = threading.Lock()
-_MANIFESTS: OrderedDict[tuple[str, ...], Any] = OrderedDict()
-_PROFILES: dict[int, Path] = {}
-
-
-class TransformFailed(TerminalError):
-    """dbt ran and reported failure: a node errored, a test failed, or dbt itself stopped."""
 
 
 class TransformPayload(Payload):
@@ -110,11 +87,21 @@ class TransformHandler(Handler):
         settings: Settings | None = None,
         logic: LogicRepository | None = None,
         warehouse: WarehouseBackend | None = None,
+        runner: TransformRunner | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.logic = logic or logic_backend(self.settings)
         self.work_root = self.settings.logic.cache_dir.resolve() / "work"
         self.warehouse = warehouse or warehouse_backend(self.settings)
+        self.runner = runner or transform_runner(self.settings)
+        build = self.settings.transform
+        self.build_warehouse = self.warehouse.for_build(
+            build.catalog_user,
+            _secret(build.catalog_password),
+            build.s3_access_key_id,
+            _secret(build.s3_secret_access_key),
+        )
+        self.secrets = self.settings.secret_values()
 
     @action("build", TransformPayload)
     def build(self, payload: TransformPayload, command: Command) -> Outcome:
@@ -146,19 +133,29 @@ class TransformHandler(Handler):
         _check_payload(verb, payload)
         repo, sha = self._pin(payload, command)
         checkout = self.logic.checkout(repo, sha)
-        profile = _profile_name(checkout, repo)
+        profile = project.profile_name(checkout, repo)
         target = payload.target or DEFAULT_TARGET
         work = self.work_root / checkout.sha
         work.mkdir(parents=True, exist_ok=True)
-        with _DBT_LOCK, _file_lock(work / ".lock"):
-            try:
-                run = _Run(self, verb, payload, command, checkout, profile, target, work)
-                return run.execute()
-            except PudatoError as exc:
-                # A failed step still records which commit it ran (a selector that matched nothing, a parse error).
-                if exc.outcome is None:
-                    exc.outcome = Outcome(logic_version=checkout.sha)
-                raise
+        try:
+            with project.work_lock(work / ".lock"):
+                outcome = _Run(self, verb, payload, command, checkout, profile, target, work).execute()
+        except PudatoError as exc:
+            # A failed step still records which commit it ran (a selector that matched nothing, a parse error).
+            if exc.outcome is None:
+                exc.outcome = Outcome(logic_version=checkout.sha)
+            # What the step recorded and what its error says are stored and sent on: never a secret.
+            exc.message = redact(exc.message, self.secrets)
+            exc.args = (exc.message,)
+            if isinstance(exc.outcome, Outcome):
+                exc.outcome = self._redacted(exc.outcome)
+            raise
+        return self._redacted(outcome)
+
+    def _redacted(self, outcome: Outcome) -> Outcome:
+        if not self.secrets:
+            return outcome
+        return Outcome.model_validate(redact(outcome.model_dump(mode="json"), self.secrets))
 
     def _pin(self, payload: TransformPayload, command: Command) -> tuple[str, str]:
         """The repository and full SHA to run: the command's pin, else the payload's ref resolved now."""
@@ -195,131 +192,86 @@ class _Run:
         work: Path,
     ) -> None:
         self.verb, self.payload, self.command, self.checkout = verb, payload, command, checkout
-        self.warehouse, self.lock_timeout_s = handler.warehouse, handler.settings.warehouse.lock_timeout_s
+        self.handler, self.warehouse = handler, handler.warehouse
         self.profile, self.target, self.work = profile, target, work
         self.target_path, self.log_path = work / "target", work / "logs"
-        # An exact rerun reads its lake inputs at their recorded snapshots (pudato.handlers.dbt_pins).
+        # An exact rerun reads its lake inputs at their recorded snapshots (pudato.backends.transform.pins).
         self.pins = dbt_pins.table_pins(command, self.warehouse)
         dbt_pins.check(self.warehouse, self.pins)
-        self.attached = dbt_pins.attachments(self.warehouse, self.pins)
-        output = dbt_pins.with_attachments(self.warehouse.dbt_target(), self.attached)
-        self.profiles_dir = _profiles_dir(profile, target, output)
+        # dbt connects with the build's credentials (PUDATO_TRANSFORM__CATALOG_USER, ...), if given.
+        self.attached = dbt_pins.attachments(handler.build_warehouse, self.pins)
+        self.output = dbt_pins.with_attachments(handler.build_warehouse.dbt_target(), self.attached)
 
     def execute(self) -> Outcome:
         deps_lock = self._deps_if_needed()
+        check_checkout(self.checkout.path, self.checkout.sha)
         if self.verb == "deps":
-            # Packages were reinstalled: parse again rather than trust a manifest of the old ones.
-            for key in [key for key in _MANIFESTS if key[0] == self.checkout.sha]:
-                del _MANIFESTS[key]
             return self._deps_outcome(deps_lock)
-        manifest = self._manifest()
-        args = [self.verb, *self._common_args(self.command.job_id or "adhoc"), *self._selection()]
+        args = [*self._common_args(self.command.job_id or "adhoc"), *self._selection()]
         started_at, clock = utcnow(), time.perf_counter()
         before = self.warehouse.current_snapshot()
-        with dbt_pins.pinned_manifest(manifest, self.pins, self.attached):
-            result, results = self._invoke_waiting_for_warehouse(args, manifest)
+        invocation = self._invocation(self.verb, args, with_manifest=True)
+        result = self.handler.runner.invoke_waiting(invocation, self.handler.settings.warehouse.lock_timeout_s)
         duration_ms = (time.perf_counter() - clock) * 1000
         graph = _graph(_read_json(self.target_path / "manifest.json"))
-        outcome = self._outcome(results, graph, args, started_at, duration_ms)
+        outcome = self._outcome(result.results, graph, [self.verb, *args], started_at, duration_ms)
         outcome = _with_versions(outcome, self.warehouse, before, self.pins)
-        self._raise_on_failure(result, results, outcome)
-        if not results and (self.payload.select or self.payload.exclude):
-            raise _with_outcome(outcome, InvalidCommand(
-                f"selector {' '.join(self.payload.select) or '(all)'}"
-                + (f" excluding {' '.join(self.payload.exclude)}" if self.payload.exclude else "")
-                + f" matched no nodes for dbt {self.verb} at {self.checkout.sha[:12]}",
-                select=self.payload.select,
-                exclude=self.payload.exclude,
-            ))
+        failure = result.failure(self.verb, self.checkout.sha, self.warehouse.namespace)
+        if failure is not None:
+            raise _with_outcome(outcome, failure)
+        if not result.results and (self.payload.select or self.payload.exclude):
+            raise _with_outcome(
+                outcome,
+                InvalidCommand(
+                    f"selector {' '.join(self.payload.select) or '(all)'}"
+                    + (f" excluding {' '.join(self.payload.exclude)}" if self.payload.exclude else "")
+                    + f" matched no nodes for dbt {self.verb} at {self.checkout.sha[:12]}",
+                    select=self.payload.select,
+                    exclude=self.payload.exclude,
+                ),
+            )
         return outcome
 
-    def _invoke_waiting_for_warehouse(self, args: list[str], manifest: Any) -> tuple[Any, list[dict[str, Any]]]:
-        """Invoke dbt; while another process holds the warehouse and nothing ran yet, wait and retry.
-
-        Like the other warehouse users, a lock is waited out (jittered backoff, up to
-        ``warehouse.lock_timeout_s``) before it becomes BackendUnavailable.
-        """
-        results_file = self.target_path / "run_results.json"
-        deadline, delay = time.monotonic() + self.lock_timeout_s, 0.05
-        while True:
-            results_file.unlink(missing_ok=True)  # a failed invocation must not leave us an older run's results
-            result = _invoke(args, manifest)
-            results = _read_json(results_file).get("results", []) if results_file.is_file() else []
-            blocked = _lock_conflict(str(result.exception or "")) and not results
-            remaining = deadline - time.monotonic()
-            if not blocked or remaining <= 0:
-                return result, results
-            time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
-            delay = min(delay * 2, 2.0)
+    def _invocation(self, verb: str, args: list[str], with_manifest: bool) -> DbtInvocation:
+        settings = self.handler.settings.transform
+        # The job id is left out of the manifest's key, and parsed as a placeholder: it only
+        # matters when SQL is compiled, which happens at run time with the step's vars.
+        key = json.dumps([str(self.checkout.path), self.profile, self.target, self.warehouse.namespace,
+                          self.payload.vars], sort_keys=True, default=str)  # fmt: skip
+        return DbtInvocation(
+            command=verb, args=args, sha=self.checkout.sha, profile=self.profile, target=self.target,
+            output=self.output, project_dir=str(self.checkout.path),
+            target_path=str(self.target_path) if with_manifest else None,
+            parse_args=self._common_args(_PARSE_JOB_ID) if with_manifest else None, manifest_key=key,
+            pins=self.pins, attached=self.attached,
+            allow_python_models=settings.allow_python_models, allow_hooks=settings.allow_hooks,
+        )  # fmt: skip
 
     # -- dbt arguments ----------------------------------------------------------------
 
     def _common_args(self, job_id: str, with_target_path: bool = True) -> list[str]:
         dbt_vars = {**self.payload.vars, "pudato_logic_version": self.checkout.sha, "pudato_job_id": job_id}
-        args = [
-            "--project-dir", str(self.checkout.path),
-            "--profiles-dir", str(self.profiles_dir),
-            "--profile", self.profile,
-            "--target", self.target,
-            "--log-path", str(self.log_path),
-            "--vars", json.dumps(dbt_vars, sort_keys=True, default=str),
-            "--quiet", "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-version-check",
-        ]  # fmt: skip
-        if with_target_path:
-            args += ["--target-path", str(self.target_path), "--partial-parse"]
-        return args
+        target_path = self.target_path if with_target_path else None
+        return project.common_args(self.checkout.path, self.profile, self.target, self.log_path, dbt_vars, target_path)
 
     def _selection(self) -> list[str]:
-        args: list[str] = []
-        if self.payload.select:
-            args += ["--select", *self.payload.select]
-        if self.payload.exclude:
-            args += ["--exclude", *self.payload.exclude]
-        if self.payload.full_refresh:
-            args.append("--full-refresh")
-        return args
-
-    def _manifest(self) -> Any:
-        """The parsed manifest for this commit, parsed once per process.
-
-        The job id is left out of the key, and parsed as a placeholder: it only
-        matters when SQL is compiled, which happens at run time with the step's vars.
-        """
-        key = (
-            self.checkout.sha, str(self.checkout.path), self.profile, self.target, self.warehouse.namespace,
-            json.dumps(self.payload.vars, sort_keys=True, default=str),
-        )  # fmt: skip
-        if key in _MANIFESTS:
-            _MANIFESTS.move_to_end(key)
-            return _MANIFESTS[key]
-        result = _invoke(["parse", *self._common_args(_PARSE_JOB_ID)], None)
-        if not result.success or result.exception is not None:
-            raise TransformFailed(
-                f"dbt could not parse the project at {self.checkout.sha[:12]}: "
-                f"{_short(str(result.exception or 'parse failed'))}",
-                logic_version=self.checkout.sha,
-            )
-        _MANIFESTS[key] = result.result
-        while len(_MANIFESTS) > _MANIFEST_CACHE_SIZE:
-            _MANIFESTS.popitem(last=False)
-        return result.result
+        return project.selection(self.payload.select, self.payload.exclude, self.payload.full_refresh)
 
     # -- packages ---------------------------------------------------------------------
 
     def _deps_if_needed(self) -> str | None:
         """Install dbt packages if the project declares some and they are missing (or asked to)."""
-        project = self.checkout.path
-        install_path = project / str(_project_yaml(project).get("packages-install-path") or "dbt_packages")
-        if self.verb == "deps" or (_declares_packages(project) and not install_path.is_dir()):
-            args = ["deps", *self._common_args(self.command.job_id or "adhoc", with_target_path=False)]
-            result = _invoke(args, None)
+        if self.verb == "deps" or project.needs_deps(self.checkout.path):
+            if not self.handler.settings.transform.allow_package_downloads:
+                project.refuse_downloads(self.checkout)
+            args = self._common_args(self.command.job_id or "adhoc", with_target_path=False)
+            result = self.handler.runner.invoke(self._invocation("deps", args, with_manifest=False))
             if not result.success:
                 raise TransformFailed(
-                    f"dbt deps failed at {self.checkout.sha[:12]}: {_short(str(result.exception or 'see dbt log'))}",
+                    f"dbt deps failed at {self.checkout.sha[:12]}: {_short(result.error or 'see dbt log')}",
                     logic_version=self.checkout.sha,
                 )
-        lock = project / "package-lock.yml"
-        return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
+        return project.package_lock(self.checkout.path)
 
     def _deps_outcome(self, package_lock: str | None) -> Outcome:
         return Outcome(
@@ -352,13 +304,13 @@ class _Run:
             nodes.append(record)
             if node.resource_type == "test":
                 tests.append(_test_record(item, node))
-            if self.verb in BUILDING_ACTIONS and status == "success" and node.resource_type in RELATIONAL:
-                if node.relation:
-                    facets = {k: record[k] for k in ("unique_id", "resource_type", "status", "rows_affected",
-                                                     "execution_time")}  # fmt: skip
-                    # Model-level lineage: this relation derives from its own parents, not the whole run's.
-                    facets["derived_from"] = [{"namespace": ref.namespace, "name": ref.name} for ref in upstream]
-                    outputs[node.relation] = datasets.warehouse_table(namespace, node.relation, **facets)
+            made = self.verb in BUILDING_ACTIONS and status == "success" and node.resource_type in RELATIONAL
+            if made and node.relation:
+                facets = {k: record[k] for k in ("unique_id", "resource_type", "status", "rows_affected",
+                                                 "execution_time")}  # fmt: skip
+                # Model-level lineage: this relation derives from its own parents, not the whole run's.
+                facets["derived_from"] = [{"namespace": ref.namespace, "name": ref.name} for ref in upstream]
+                outputs[node.relation] = datasets.warehouse_table(namespace, node.relation, **facets)
             if self.verb != "compile" and status in RAN_STATUSES:
                 inputs.update({(ref.namespace, ref.name): ref for ref in upstream})
             if record["compiled_code"]:
@@ -396,87 +348,11 @@ class _Run:
         return shlex.join(["dbt", self.verb, *self._selection(), *target])
 
     def _package_lock(self) -> str | None:
-        lock = self.checkout.path / "package-lock.yml"
-        return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
-
-    def _raise_on_failure(self, result: Any, results: list[dict[str, Any]], outcome: Outcome) -> None:
-        failing = [item for item in results if item.get("status") in FAILED_STATUSES]
-        if result.success and result.exception is None and not failing:
-            return
-        if failing:
-            detail = "; ".join(
-                f"{item['unique_id']} ({item['status']}): {_short(item.get('message'), 300)}" for item in failing[:10]
-            )
-        else:
-            detail = _short(str(result.exception or "dbt reported failure without a node result"))
-        message = f"dbt {self.verb} failed at {self.checkout.sha[:12]}: {detail}"
-        details = {"failing": [item["unique_id"] for item in failing], "logic_version": self.checkout.sha}
-        error: TerminalError | BackendUnavailable
-        if _lock_conflict(message):
-            error = BackendUnavailable(
-                f"warehouse {self.warehouse.namespace} is locked by another process, or another writer committed first: {message}",
-                **details,
-            )
-        else:
-            error = TransformFailed(message, **details)
-        error.outcome = outcome
-        raise error
+        return project.package_lock(self.checkout.path)
 
 
-# -- dbt in-process -------------------------------------------------------------------
-
-
-def _invoke(args: list[str], manifest: Any) -> Any:
-    from dbt.cli.main import dbtRunner  # lazy: importing dbt costs about a second
-
-    cwd = os.getcwd()
-    try:
-        return dbtRunner(manifest=manifest).invoke(args)
-    finally:
-        # dbt changes directory into the project; other handlers in this process use relative paths.
-        os.chdir(cwd)
-        _release_warehouse()
-
-
-def _lock_conflict(message: str) -> bool:
-    return any(conflict in message for conflict in _LOCK_CONFLICTS)
-
-
-def _release_warehouse() -> None:
-    """Close the DuckDB instance dbt-duckdb keeps open after a run.
-
-    dbt closes its connections when an invocation ends, but dbt-duckdb keeps the
-    database itself (and DuckDB's file lock) for the life of the process, so the
-    table and query workers in other processes could not open the warehouse.
-    dbt-duckdb has no public call that closes it; its environment is private.
-    """
-    try:
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-    except ImportError:  # pragma: no cover - dbt-duckdb is a dependency
-        return
-    with DuckDBConnectionManager._LOCK:
-        environment = DuckDBConnectionManager._ENV
-        DuckDBConnectionManager._ENV = None
-    if environment is not None:
-        environment.close()
-
-
-def _profiles_dir(profile: str, target: str, output: dict[str, Any]) -> Path:
-    """This process's profiles directory, holding the one profile the platform decides.
-
-    The target may hold secrets (the lake's catalog password, the S3 key): the folder
-    is private to this user (mkdtemp) and the file readable by its owner only.
-    """
-    folder = _PROFILES.get(os.getpid())
-    if folder is None or not folder.is_dir():
-        folder = Path(tempfile.mkdtemp(prefix=f"pudato-dbt-profiles-{os.getpid()}-"))
-        _PROFILES[os.getpid()] = folder
-    text = yaml.safe_dump({profile: {"target": target, "outputs": {target: output}}}, sort_keys=True)
-    path = folder / "profiles.yml"
-    if not path.is_file() or path.read_text() != text:
-        path.touch(mode=0o600)
-        path.write_text(text)
-    return folder
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def _with_versions(
@@ -491,17 +367,6 @@ def _with_versions(
             "outputs": warehouse.versioned_references(outcome.outputs),
         }
     )
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    # Worker processes on the same commit share its work directory (target/, partial parse).
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # -- the project and its artifacts ----------------------------------------------------
@@ -519,40 +384,6 @@ def _check_payload(verb: str, payload: TransformPayload) -> None:
         raise UnsafeInput(f"target {payload.target[:80]!r} must be an identifier", target=payload.target[:80])
     if payload.full_refresh and verb not in BUILDING_ACTIONS:
         raise InvalidCommand(f"full_refresh applies to build, run and seed, not {verb}")
-
-
-def _project_yaml(project: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load((project / "dbt_project.yml").read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidCommand(f"cannot read {project / 'dbt_project.yml'}: {exc}") from None
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _profile_name(checkout: Checkout, repo: str) -> str:
-    if not (checkout.path / "dbt_project.yml").is_file():
-        raise InvalidCommand(
-            f"{repo} at {checkout.sha[:12]} is not a dbt project: no dbt_project.yml in {checkout.path}",
-            repo=repo,
-            logic_version=checkout.sha,
-        )
-    profile = str(_project_yaml(checkout.path).get("profile") or "pudato")
-    if not _PROFILE.match(profile):
-        raise InvalidCommand(f"dbt_project.yml names profile {profile[:80]!r}; Pudato needs a plain name")
-    return profile
-
-
-def _declares_packages(project: Path) -> bool:
-    for name in ("packages.yml", "dependencies.yml"):
-        path = project / name
-        if path.is_file():
-            try:
-                loaded = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError:
-                return True  # let dbt deps report the problem
-            if isinstance(loaded, dict) and loaded.get("packages"):
-                return True
-    return False
 
 
 def _with_outcome(outcome: Outcome, error: PudatoError) -> PudatoError:

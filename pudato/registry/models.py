@@ -136,6 +136,25 @@ class Dataset(Base):
     updated_at: Mapped[datetime | None]
 
 
+class DatasetDrift(Base):
+    """One load of a release: its drift against the dataset and its validation counts, even when it failed."""
+
+    __tablename__ = "dataset_drift"
+    __table_args__ = (Index("ix_dataset_drift_dataset", "namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_id: Mapped[str] = mapped_column(ForeignKey("steps.id"), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(1024))
+    source: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    drifted: Mapped[bool] = mapped_column(Boolean, default=False)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    recorded_at: Mapped[datetime | None]
+
+
 class RejectedMessage(Base):
     """A message no task could run (not JSON, not decodable, an unknown task, forged ids),
     or a step record the database refused. Recorded once: ``message_key`` names the message."""
@@ -219,3 +238,8 @@ class LineageLink(Base):
     first_seen_at: Mapped[datetime | None]
     last_seen_at: Mapped[datetime | None]
     runs: Mapped[int] = mapped_column(Integer, default=1)
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    """A mapped row as a plain dict of its columns."""
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns}

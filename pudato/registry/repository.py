@@ -12,17 +12,21 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import insert, or_, select
+from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pudato.errors import NotFound
+from pudato.inline import recorded_canvas, recorded_payload
 from pudato.protocol import DataReference, utcnow
+from pudato.registry.catalog import DatasetRecords
 from pudato.registry.database import session_scope
+from pudato.registry.drift import record_drift
 from pudato.registry.links import Pair, upsert_links
-from pudato.registry.models import Dataset, Job, LineageEdge, RejectedMessage, Step, StepDataset
+from pudato.registry.models import Dataset, Job, LineageEdge, RejectedMessage, Step, StepDataset, as_dict
 
 TERMINAL = ("succeeded", "failed")
+UpdateEvent = Literal["started", "finished", "retried", "lost", "refused"]
 EXCERPT_CHARS = 500
 
 
@@ -49,7 +53,7 @@ class StepPlan(BaseModel):
 class StepUpdate(BaseModel):
     """One change to a step, as a signal saw it. ``None`` fields leave the record alone."""
 
-    event: Literal["started", "finished", "retried", "lost", "refused"]
+    event: UpdateEvent
     step_id: str
     job_id: str
     handler: str
@@ -81,7 +85,7 @@ def rollup(statuses: list[str], step_count: int) -> str:
     return "pending"
 
 
-class Registry:
+class Registry(DatasetRecords):
     """Reads and writes the registry database at ``url``."""
 
     def __init__(self, url: str) -> None:
@@ -111,7 +115,7 @@ class Registry:
                     status="pending",
                     step_count=len(steps),
                     trigger=trigger,
-                    canvas=canvas,
+                    canvas=recorded_canvas(canvas),
                     parent_job_id=parent_job_id,
                     logic_repo=logic_repo,
                     logic_ref=logic_ref,
@@ -129,7 +133,7 @@ class Registry:
                         name=plan.name,
                         handler=plan.handler,
                         action=plan.action,
-                        payload=plan.payload,
+                        payload=recorded_payload(plan.payload),
                         status="pending",
                         submitted_at=now,
                         retries=0,
@@ -166,6 +170,7 @@ class Registry:
                 self._catalog_outputs(session, step)
             if update.event == "finished":
                 self._record_edges(session, step)
+                record_drift(session, step)
             return self._roll_up(session, job, update.at)
 
     def record_rejected(self, queue: str | None, reason: str, body_excerpt: str | None, worker: str | None,
@@ -220,7 +225,7 @@ class Registry:
                       "executions", "data", "logic_version", "error"):
             value = getattr(update, field)
             if value is not None and not (update.event == "started" and field == "status"):
-                setattr(step, field, value)
+                setattr(step, field, recorded_payload(value) if field == "payload" else value)
         if update.inputs is not None:
             step.inputs = [ref.model_dump(mode="json") for ref in update.inputs]
         if update.outputs is not None:
@@ -294,21 +299,21 @@ class Registry:
             if job is None:
                 raise NotFound(f"job {job_id!r} is not in the registry", job_id=job_id)
             steps = session.scalars(select(Step).where(Step.job_id == job_id).order_by(Step.position, Step.started_at))
-            return {**_row(job), "steps": [_row(s) for s in steps]}
+            return {**as_dict(job), "steps": [as_dict(s) for s in steps]}
 
     def step(self, step_id: str) -> dict[str, Any] | None:
         with session_scope(self.url) as session:
             step = session.get(Step, step_id)
-            return _row(step) if step is not None else None
+            return as_dict(step) if step is not None else None
 
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         with session_scope(self.url) as session:
             rows = session.scalars(select(Job).order_by(Job.submitted_at.desc()).limit(limit))
-            return [_row(j) for j in rows]
+            return [as_dict(j) for j in rows]
 
     def rejected_messages(self) -> list[dict[str, Any]]:
         with session_scope(self.url) as session:
-            return [_row(r) for r in session.scalars(select(RejectedMessage).order_by(RejectedMessage.id))]
+            return [as_dict(r) for r in session.scalars(select(RejectedMessage).order_by(RejectedMessage.id))]
 
     def lineage(self, namespace: str, name: str, direction: Literal["upstream", "downstream"]) -> list[dict[str, Any]]:
         """The steps that wrote (upstream) or read (downstream) a dataset, and their other side."""
@@ -344,75 +349,5 @@ class Registry:
         else:
             match = (LineageEdge.source_namespace == namespace, LineageEdge.source_name == name)
         with session_scope(self.url) as session:
-            return [_row(edge) for edge in session.scalars(select(LineageEdge).where(*match).order_by(LineageEdge.id))]
-
-    def dataset_history(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Every recorded version of a dataset, oldest first: what each writing step recorded of it,
-        with the job, the step and the logic SHA that wrote it. Without ``namespace``, any namespace."""
-        query = (
-            select(StepDataset, Step, Job)
-            .join(Step, Step.id == StepDataset.step_id)
-            .join(Job, Job.id == Step.job_id)
-            .where(StepDataset.direction == "output", StepDataset.name == name, Step.status == "succeeded")
-            .order_by(Step.finished_at, StepDataset.id)
-        )
-        if namespace is not None:
-            query = query.where(StepDataset.namespace == namespace)
-        with session_scope(self.url) as session:
-            return [
-                {
-                    "namespace": edge.namespace, "name": edge.name, "facets": edge.facets or {},
-                    "written_at": step.finished_at, "job_id": job.id, "job_name": job.name, "trigger": job.trigger,
-                    "step_id": step.id, "step_name": step.name, "handler": step.handler, "action": step.action,
-                    "logic_version": step.logic_version or job.logic_version,
-                }
-                for edge, step, job in session.execute(query)
-            ]
-
-    # -- catalog -------------------------------------------------------------
-
-    def register_dataset(
-        self, namespace: str, name: str, description: str | None, tags: list[str], facets: dict[str, Any]
-    ) -> dict[str, Any]:
-        now = utcnow()
-        with session_scope(self.url) as session:
-            dataset = session.execute(
-                select(Dataset).where(Dataset.namespace == namespace, Dataset.name == name)
-            ).scalar_one_or_none()
-            if dataset is None:
-                dataset = Dataset(namespace=namespace, name=name, created_at=now, facets={}, tags=[])
-                session.add(dataset)
-            if description is not None:
-                dataset.description = description
-            dataset.tags = sorted(set(dataset.tags or []) | set(tags))
-            dataset.facets = {**(dataset.facets or {}), **facets}
-            dataset.updated_at = now
-            session.flush()
-            return _row(dataset)
-
-    def get_dataset(self, namespace: str, name: str) -> dict[str, Any]:
-        with session_scope(self.url) as session:
-            dataset = session.execute(
-                select(Dataset).where(Dataset.namespace == namespace, Dataset.name == name)
-            ).scalar_one_or_none()
-            if dataset is None:
-                raise NotFound(f"dataset {namespace} {name} is not in the catalog", namespace=namespace, name=name)
-            return _row(dataset)
-
-    def search_datasets(
-        self, text: str | None = None, namespace: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        with session_scope(self.url) as session:
-            query = select(Dataset).order_by(Dataset.namespace, Dataset.name).limit(limit)
-            if namespace:
-                query = query.where(Dataset.namespace == namespace)
-            if text:
-                pattern = f"%{text.lower()}%"
-                query = query.where(
-                    or_(Dataset.name.ilike(pattern), Dataset.description.ilike(pattern))
-                )
-            return [_row(d) for d in session.scalars(query)]
-
-
-def _row(obj: Any) -> dict[str, Any]:
-    return {column.key: getattr(obj, column.key) for column in obj.__table__.columns}
+            edges = session.scalars(select(LineageEdge).where(*match).order_by(LineageEdge.id))
+            return [as_dict(edge) for edge in edges]

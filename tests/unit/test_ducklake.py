@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from pudato import datasets
 from pudato.backends.storage.local import LocalStorage
 from pudato.backends.warehouse import parse_table_name, warehouse_backend
 from pudato.backends.warehouse.ducklake import (
+    Catalog,
     DuckLakeWarehouse,
     catalog_from_settings,
     ensure_catalog,
@@ -24,7 +26,7 @@ from pudato.errors import SnapshotGone
 from pudato.handlers.query import QueryHandler
 from pudato.handlers.table import TableHandler
 from pudato.protocol import Command
-from pudato.settings import Settings
+from pudato.settings import AWSSettings, Settings
 
 
 def lake_settings(root: Path) -> Settings:
@@ -172,3 +174,22 @@ def test_queries_share_one_sandboxed_instance_that_sees_new_commits_and_no_files
         assert refused.error.type == "UnsafeInput", (attempt, refused.error)
     _run(tables, "load", table="second", key="a.csv")  # committed after the instance was opened
     assert _run(queries, "run", sql="select count(*) from second").data["rows"] == [[1]]
+
+
+def test_dbt_gets_the_builds_credentials_only_as_secrets(tmp_path: Path) -> None:
+    aws = AWSSettings(access_key_id="platform-key", secret_access_key=SecretStr("platform-secret"))
+    catalog = Catalog("postgres", "pudato_lake", "db.example", 5433, "reg", "s3cret")
+    lake = DuckLakeWarehouse(catalog, "s3://b/lake/", extension_dir=tmp_path / "ext", aws=aws)
+    build = lake.for_build("lake_builder", "builder-pw", "build-key", "build-secret")
+    target = build.dbt_target()
+    attach = target["attach"][0]["path"]
+    assert "user=lake_builder" in attach
+    assert "password" not in attach
+    assert "s3cret" not in str(target)
+    assert "platform-key" not in str(target)
+    assert "platform-secret" not in str(target)
+    postgres = next(s for s in target["secrets"] if s["type"] == "postgres")
+    assert (postgres["user"], postgres["password"]) == ("lake_builder", "builder-pw")
+    s3 = next(s for s in target["secrets"] if s["type"] == "s3")
+    assert (s3["key_id"], s3["secret"], s3["scope"]) == ("build-key", "build-secret", "s3://b/lake/")
+    assert lake.for_build() is lake  # nothing given: the platform's own

@@ -156,11 +156,14 @@ def test_utf16_csv_is_sniffed_by_its_bom(tables, storage, warehouse):
     assert fetch(warehouse, "SELECT value FROM u16") == [("ñ",)]
 
 
-def test_explicit_utf8_on_a_cp1252_file_fails_with_duckdbs_message(tables, storage):
+def test_explicit_utf8_on_a_cp1252_file_fails_with_our_message(tables, storage):
     storage.put_bytes("raw/cp.csv", CP1252_BYTES)
     result = run(tables, "load", table="cp", key="raw/cp.csv", encoding="utf-8")
     assert result.status == "failed"
-    assert result.error.type == "QueryFailed" and "unicode" in result.error.message.lower()
+    assert result.error.type == "InvalidCommand"
+    assert "not valid utf-8" in result.error.message
+    assert "cp1252" in result.error.message
+    assert "pudato-csv-" not in result.error.message
 
 
 def test_explicit_utf8_still_strips_a_bom(tables, storage):
@@ -197,12 +200,25 @@ def test_append_adds_rows_and_creates_a_missing_table(tables, storage):
     assert (first.data["rows"], second.data["rows"], second.data["loaded"]) == (1, 2, 1)
 
 
-def test_append_with_an_unknown_column_fails_as_query_failed(tables, storage):
+def test_append_with_an_unknown_column_adds_it_and_reports_the_drift(tables, storage):
     storage.put_bytes("raw/a.csv", b"id\n1\n")
     storage.put_bytes("raw/b.csv", b"other\n2\n")
     ok(run(tables, "load", table="t", key="raw/a.csv"))
-    result = run(tables, "load", table="t", key="raw/b.csv", mode="append")
-    assert result.error.type == "QueryFailed" and "other" in result.error.message
+    result = ok(run(tables, "load", table="t", key="raw/b.csv", mode="append"))
+    assert result.data["drift"]["added"] == ["other"]
+    assert result.data["drift"]["removed"] == ["id"]
+    assert [c["name"] for c in result.data["columns"]] == ["id", "other"]
+
+
+def test_append_with_an_unknown_column_fails_when_the_contract_says_so(tables, storage):
+    storage.put_bytes("raw/a.csv", b"id\n1\n")
+    storage.put_bytes("raw/b.csv", b"other\n2\n")
+    ok(run(tables, "load", table="t", key="raw/a.csv"))
+    contract = {"policies": {"added": "fail"}}
+    result = run(tables, "load", table="t", key="raw/b.csv", mode="append", contract=contract)
+    assert result.error.type == "DriftRefused"
+    assert result.error.details["drift"]["added"] == ["other"]
+    assert [e.type for e in result.events] == ["dataset.drifted"]
 
 
 def test_json_and_parquet_loads(tables, storage, tmp_path):

@@ -14,11 +14,11 @@ import pytest
 
 from pudato import datasets
 from pudato.backends.logic.git import GitLogicRepository
+from pudato.backends.transform import DbtInvocation, DbtResult
 from pudato.demo import load_releases, make_logic_repo
-from pudato.handlers import transform
 from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command, Result
-from pudato.settings import LogicSettings, Settings, WarehouseSettings
+from pudato.settings import LogicSettings, Settings, TransformSettings, WarehouseSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_PROJECT = REPO_ROOT / "dbt"
@@ -72,9 +72,10 @@ def _commit(repo: Path, files: dict[str, str], message: str) -> str:
     return _git(repo, "rev-parse", "HEAD")
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("transform")
+@pytest.fixture(scope="module", params=["sandboxed", "inprocess"])
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same suite on each transform runner."""
+    root = tmp_path_factory.mktemp(f"transform-{request.param}")
     repo = _new_repo(root / "logic")
     decoy = root / "analysts-warehouse.duckdb"
     base = {
@@ -112,6 +113,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         _env_file=None,
         warehouse=WarehouseSettings(path=warehouse),
         logic=LogicSettings(cache_dir=root / "cache"),
+        transform=TransformSettings(runner=request.param),
     )
     return {
         "url": str(repo), "A": a, "B": b, "broken": broken, "with_package": with_package,
@@ -179,14 +181,21 @@ def test_a_locked_warehouse_is_waited_for_then_transient(env: dict[str, Any]) ->
 
 def test_vars_reach_models_when_the_manifest_is_reused(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     _ok(_step(env, env["A"], job="warm-up"))
-    calls: list[str] = []
-    real_invoke = transform._invoke
-    monkeypatch.setattr(transform, "_invoke", lambda args, mf: calls.append(args[0]) or real_invoke(args, mf))
+    calls: list[tuple[str, bool]] = []
+    runner = env["handler"].runner
+    real_invoke = runner.invoke
+
+    def counting(invocation: DbtInvocation) -> DbtResult:
+        result = real_invoke(invocation)
+        calls.append((invocation.command, result.parsed))
+        return result
+
+    monkeypatch.setattr(runner, "invoke", counting)
     for job in ("job-1", "job-2"):
         _ok(_step(env, env["A"], job=job))
         assert _query(env["warehouse"], "select _pudato_job_id from fct_totals") == [(job,)]
         assert _query(env["warehouse"], "select distinct _pudato_job_id from stg_orders") == [(job,)]
-    assert calls == ["build", "build"]  # no second parse: the manifest was reused
+    assert calls == [("build", False), ("build", False)]  # no second parse: the manifest was reused
 
 
 def test_payload_vars_cannot_override_the_version_columns(env: dict[str, Any]) -> None:

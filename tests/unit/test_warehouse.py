@@ -234,7 +234,7 @@ def test_normalize_names():
     assert normalize_name("  Org Level 5 -- Name!! ") == "org_level_5_name"
     assert normalize_name("Año Fiscal") == "ano_fiscal"
     names = normalize_names(["A b", "a-b", "A_B", "", "%", "a_b_2"])
-    assert names == ["a_b", "a_b_2", "a_b_3", "column4", "column5", "a_b_2_2"]
+    assert names == ["a_b", "a_b_2", "a_b_3", "column_4", "column_5", "a_b_2_2"]
     assert len(normalize_name("x" * 100)) == 63
 
 

@@ -44,6 +44,10 @@ class CheckoutCorrupted(TerminalError):
     """A cached checkout is not at its commit or has changed files: it must be deleted and rebuilt."""
 
 
+class RemoteTimedOut(TerminalError):
+    """A repository host that connected too slowly, or stopped sending: terminal, so it holds a worker once."""
+
+
 @dataclass(frozen=True)
 class Checkout:
     """A clean working tree of one commit; ``path`` is never shared with another SHA."""
@@ -56,8 +60,14 @@ def is_sha(text: str) -> bool:
     return bool(SHA.match(text))
 
 
-def check_url(url: str, allowed_schemes: list[str], allow_local_paths: bool) -> str:
-    """A repository URL from a message, or UnsafeInput / NotFound (missing local path)."""
+def check_url(
+    url: str, allowed_schemes: list[str], allow_local_paths: bool, allowed_hosts: list[str] | None = None
+) -> str:
+    """A repository URL from a message, or UnsafeInput / NotFound (missing local path).
+
+    ``allowed_hosts`` (None: any) lists the hosts a remote URL may name; ``*.example.org``
+    allows that domain and its subdomains. ``file://`` counts as a local path.
+    """
     if not isinstance(url, str) or not url or len(url) > _URL_MAX:
         raise UnsafeInput(f"repository URL must be 1 to {_URL_MAX} characters", url=str(url)[:80])
     if url.startswith("-"):
@@ -83,7 +93,11 @@ def check_url(url: str, allowed_schemes: list[str], allow_local_paths: bool) -> 
         if authority[2].startswith("-") or authority[0].startswith("-"):
             raise UnsafeInput(f"repository URL {url[:80]!r} has a host or user starting with '-'", url=url[:80])
         if name == "file":
+            if not allow_local_paths:
+                raise UnsafeInput(f"local repository paths are not allowed: {url[:80]!r}", url=url[:80])
             _existing_dir(Path(rest), url)
+            return url
+        _check_host(_host(authority[2]), allowed_hosts, url)
         return url
     if url.startswith("/"):
         if not allow_local_paths:
@@ -97,12 +111,42 @@ def check_url(url: str, allowed_schemes: list[str], allow_local_paths: bool) -> 
         user, host, path = scp.group(1) or "", scp.group(2), scp.group(3)
         if user.startswith("-") or host.startswith("-") or path.startswith("-"):
             raise UnsafeInput(f"repository URL {url[:80]!r} has a part starting with '-'", url=url[:80])
+        _check_host(host.lower(), allowed_hosts, url)
         return url
     raise UnsafeInput(
         f"repository URL {url[:80]!r} is not an allowed URL (schemes: {', '.join(sorted(allowed))})"
         + (" or an absolute local path" if allow_local_paths else ""),
         url=url[:80],
     )
+
+
+def _host(authority: str) -> str:
+    """The host of ``host``, ``host:port`` or ``[v6]:port``, lower case."""
+    if authority.startswith("["):
+        return authority[1:].split("]", 1)[0].lower()
+    return authority.rsplit(":", 1)[0].lower() if ":" in authority else authority.lower()
+
+
+def host_allowed(host: str, allowed_hosts: list[str]) -> bool:
+    for pattern in (p.lower() for p in allowed_hosts):
+        if pattern.startswith("*."):
+            if host == pattern[2:] or host.endswith(pattern[1:]):
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def _check_host(host: str, allowed_hosts: list[str] | None, url: str) -> None:
+    if allowed_hosts is None:
+        return
+    if not host or not host_allowed(host, allowed_hosts):
+        raise UnsafeInput(
+            f"repository host {host[:80]!r} is not allowed; allowed hosts: "
+            f"{', '.join(sorted(allowed_hosts)) or 'none'} (PUDATO_LOGIC__ALLOWED_HOSTS)",
+            url=url[:80],
+            host=host[:80],
+        )
 
 
 def _existing_dir(path: Path, url: str) -> None:

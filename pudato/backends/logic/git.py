@@ -14,6 +14,13 @@ under ``refs/pudato/commits/`` so a force-push upstream cannot make it vanish.
 Every git command line puts ``--`` before values from messages, and runs with
 ``GIT_ALLOW_PROTOCOL`` (git's own guard against ``ext::`` and friends) and
 ``GIT_TERMINAL_PROMPT=0`` (a worker must never wait for a password).
+
+A remote must accept a TCP connection within ``connect_timeout_s`` (checked
+before git talks to it; ssh also gets ``ConnectTimeout``), then keep sending at
+least ``low_speed_limit_bytes`` a second (``GIT_HTTP_LOW_SPEED_LIMIT``/``_TIME``,
+ssh's keep-alives), and every command ends after ``timeout_s``. A host that hangs
+fails the step with :class:`~pudato.backends.logic.RemoteTimedOut`, terminal: it
+is not retried, so it holds a worker once.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -30,7 +38,15 @@ from pathlib import Path
 
 import git
 
-from pudato.backends.logic import Checkout, CheckoutCorrupted, LogicRepository, check_ref, check_url, is_sha
+from pudato.backends.logic import (
+    Checkout,
+    CheckoutCorrupted,
+    LogicRepository,
+    RemoteTimedOut,
+    check_ref,
+    check_url,
+    is_sha,
+)
 from pudato.errors import BackendUnavailable, NotFound, UnsafeInput
 from pudato.settings import Settings
 
@@ -39,6 +55,8 @@ log = logging.getLogger(__name__)
 # What dbt may leave in a project directory; anything else untracked or modified is corruption.
 DBT_LEFTOVERS = ("target", "logs", "dbt_packages", "package-lock.yml")
 _NOT_FOUND_HINTS = ("repository not found", "does not appear to be a git repository", "does not exist")
+_TIMEOUT_HINTS = ("operation too slow", "timed out", "timeout", "did not complete in")
+_DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
 
 
 class GitLogicRepository(LogicRepository):
@@ -52,11 +70,18 @@ class GitLogicRepository(LogicRepository):
         allowed_schemes: Sequence[str] = ("https", "ssh", "file"),
         allow_local_paths: bool = True,
         timeout_s: float = 300.0,
+        *,
+        allowed_hosts: Sequence[str] | None = None,
+        connect_timeout_s: int = 15,
+        low_speed_limit_bytes: int = 1000,
+        low_speed_time_s: int = 30,
     ) -> None:
         self.cache_dir = Path(cache_dir).resolve()
         self.allowed_schemes = [scheme.lower() for scheme in allowed_schemes]
+        self.allowed_hosts = None if allowed_hosts is None else list(allowed_hosts)
         self.allow_local_paths = allow_local_paths
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         for folder in ("mirrors", "checkouts", "locks"):
             (self.cache_dir / folder).mkdir(parents=True, exist_ok=True)
         protocols = set(self.allowed_schemes) | ({"file"} if allow_local_paths else set())
@@ -64,13 +89,23 @@ class GitLogicRepository(LogicRepository):
             "GIT_TERMINAL_PROMPT": "0",
             # Local paths travel as git's "file" protocol, so they need it on the list too.
             "GIT_ALLOW_PROTOCOL": ":".join(sorted(protocols)),
-            "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+            "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND")
+            or (
+                f"ssh -o BatchMode=yes -o ConnectTimeout={int(connect_timeout_s)} "
+                f"-o ServerAliveInterval={max(1, low_speed_time_s // 3)} -o ServerAliveCountMax=3"
+            ),
+            "GIT_HTTP_LOW_SPEED_LIMIT": str(int(low_speed_limit_bytes)),
+            "GIT_HTTP_LOW_SPEED_TIME": str(int(low_speed_time_s)),
         }
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GitLogicRepository:
         logic = settings.logic
-        return cls(logic.cache_dir, logic.allowed_schemes, logic.allow_local_paths)
+        return cls(
+            logic.cache_dir, logic.allowed_schemes, logic.allow_local_paths, logic.timeout_s,
+            allowed_hosts=logic.allowed_hosts, connect_timeout_s=logic.connect_timeout_s,
+            low_speed_limit_bytes=logic.low_speed_limit_bytes, low_speed_time_s=logic.low_speed_time_s,
+        )  # fmt: skip
 
     # -- public interface -------------------------------------------------------------
 
@@ -198,7 +233,7 @@ class GitLogicRepository(LogicRepository):
     # -- plumbing ---------------------------------------------------------------------
 
     def _check_url(self, url: str) -> str:
-        return check_url(url, self.allowed_schemes, self.allow_local_paths)
+        return check_url(url, self.allowed_schemes, self.allow_local_paths, self.allowed_hosts)
 
     def _git(self, args: list[str], timeout: float | None = None) -> str:
         return git.Git().execute(
@@ -206,14 +241,38 @@ class GitLogicRepository(LogicRepository):
         )
 
     def _remote(self, url: str, args: list[str]) -> str:
-        """A git command that talks to ``url``; its failures become NotFound or BackendUnavailable."""
+        """A git command that talks to ``url``; its failures become NotFound, RemoteTimedOut or BackendUnavailable."""
+        self._check_connects(url)
         try:
             return self._git(args, timeout=self.timeout_s)
         except git.GitCommandError as exc:
             stderr = _stderr(exc)
             if any(hint in stderr.lower() for hint in _NOT_FOUND_HINTS):
                 raise NotFound(f"repository {url} was not found: {stderr}", url=url) from None
+            if any(hint in f"{stderr} {exc}".lower() for hint in _TIMEOUT_HINTS):
+                raise RemoteTimedOut(
+                    f"repository {url} stopped answering (under {self._env['GIT_HTTP_LOW_SPEED_LIMIT']} bytes/s for "
+                    f"{self._env['GIT_HTTP_LOW_SPEED_TIME']} s, or over {self.timeout_s:g} s in all; "
+                    f"PUDATO_LOGIC__LOW_SPEED_TIME_S, PUDATO_LOGIC__TIMEOUT_S): {stderr or exc}",
+                    url=url,
+                ) from None
             raise BackendUnavailable(f"repository {url} did not answer: {stderr or exc}", url=url) from None
+
+    def _check_connects(self, url: str) -> None:
+        """RemoteTimedOut if a network remote does not accept a TCP connection within ``connect_timeout_s``."""
+        address = _address(url)
+        if address is None:
+            return  # a local path
+        try:
+            socket.create_connection(address, timeout=self.connect_timeout_s).close()
+        except TimeoutError:
+            raise RemoteTimedOut(
+                f"repository {url} did not accept a connection within {self.connect_timeout_s} s "
+                "(PUDATO_LOGIC__CONNECT_TIMEOUT_S)",
+                url=url,
+            ) from None
+        except OSError:
+            pass  # refused or unresolvable: git says so in its own words
 
     @contextmanager
     def _locked(self, name: str) -> Iterator[None]:
@@ -224,6 +283,24 @@ class GitLogicRepository(LogicRepository):
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _address(url: str) -> tuple[str, int] | None:
+    """The (host, port) a network URL connects to; None for a local path."""
+    from urllib.parse import urlsplit
+
+    if url.startswith("/") or url.lower().startswith("file:"):
+        return None
+    if "://" not in url:  # scp-like user@host:path
+        return url.split(":", 1)[0].rpartition("@")[2], 22
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname, port or _DEFAULT_PORTS.get(parts.scheme.lower(), 443)
 
 
 def _stderr(exc: git.GitCommandError) -> str:

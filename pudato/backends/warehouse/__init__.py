@@ -239,6 +239,17 @@ class WarehouseBackend:
             backend=self.kind,
         )
 
+    def for_build(
+        self,
+        catalog_user: str | None = None,
+        catalog_password: str | None = None,
+        s3_key_id: str | None = None,
+        s3_secret: str | None = None,
+    ) -> WarehouseBackend:
+        """This warehouse as dbt's builds reach it, with credentials scoped to a build (given ones
+        replace the platform's); a backend without such credentials returns itself."""
+        return self
+
     def release(self) -> None:
         """Let go of anything held between operations (nothing, by default)."""
 

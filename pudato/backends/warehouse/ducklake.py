@@ -26,17 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
+from pydantic import SecretStr
 
 from pudato import datasets
 from pudato.backends.warehouse import DEFAULT_SCHEMA, TableName, instance_limits, quote_identifier
 from pudato.backends.warehouse.engine import DuckDBEngine, s3_secret_sql
 from pudato.backends.warehouse.session import Session
-from pudato.backends.warehouse.sql import CONNECTION_LOST, scrubbed, sql_string, translate_error
+from pudato.backends.warehouse.sql import CONNECTION_LOST, WRITE_CONFLICTS, scrubbed, sql_string, translate_error
 from pudato.errors import ConfigurationError, PudatoError, SnapshotGone
 from pudato.settings import Settings
 
@@ -61,14 +62,32 @@ class Catalog:
         """The lake's name in dataset namespaces: the database, or the SQLite file's stem."""
         return self.database if self.kind == "postgres" else Path(str(self.path)).stem
 
-    def attach_path(self) -> str:
-        """The ``ducklake:...`` path; holds the password, so it is never recorded or logged."""
+    def attach_path(self, with_password: bool = True) -> str:
+        """The ``ducklake:...`` path; with the password it is never recorded or logged.
+
+        Without it, the password must come from a PostgreSQL secret (:meth:`dbt_secret`).
+        """
         if self.kind == "sqlite":
             return f"ducklake:sqlite:{self.path}"
         parts = [f"dbname={self.database}"]
+        password = self.password if with_password else None
         parts += [f"{key}={value}" for key, value in (("host", self.host), ("port", self.port),
-                                                       ("user", self.user), ("password", self.password)) if value]
+                                                       ("user", self.user), ("password", password)) if value]
         return "ducklake:postgres:" + " ".join(parts)
+
+    def dbt_secret(self) -> dict[str, Any] | None:
+        """A dbt-duckdb ``secrets`` entry: the catalog's credentials as DuckDB's default PostgreSQL secret.
+
+        The lake's ATTACH (without a password) takes them from it, and DuckDB never
+        shows a secret's password (``duckdb_secrets()`` redacts it), so the repository's
+        SQL and Jinja (``target.attach``) cannot read it.
+        """
+        if self.kind != "postgres" or not self.password:
+            return None
+        found: dict[str, Any] = {"type": "postgres", "database": self.database, "password": self.password}
+        found.update({key: str(value) for key, value in (("host", self.host), ("port", self.port),
+                                                        ("user", self.user)) if value})  # fmt: skip
+        return found
 
     def describe(self) -> str:
         """Where the catalog is, without the password."""
@@ -131,13 +150,7 @@ class DuckLakeWarehouse(DuckDBEngine):
     concurrent_writers = True
     enforces_primary_keys = False
     keeps_spare = True
-    conflict_markers = (
-        "Transaction conflict",
-        "Failed to commit DuckLake transaction",
-        "database is locked",
-        "could not serialize access",
-        "deadlock detected",
-    )
+    conflict_markers = WRITE_CONFLICTS
     open_markers = ("database is locked", "Unable to connect", *CONNECTION_LOST)
 
     def __init__(
@@ -259,11 +272,32 @@ class DuckLakeWarehouse(DuckDBEngine):
 
     # -- dbt ---------------------------------------------------------------------------
 
+    def for_build(
+        self,
+        catalog_user: str | None = None,
+        catalog_password: str | None = None,
+        s3_key_id: str | None = None,
+        s3_secret: str | None = None,
+    ) -> DuckLakeWarehouse:
+        catalog = self.catalog
+        if catalog.kind == "postgres" and (catalog_user or catalog_password):
+            catalog = replace(catalog, user=catalog_user or catalog.user, password=catalog_password)
+        aws = self.aws
+        if aws is not None and s3_key_id and s3_secret:
+            aws = aws.model_copy(update={"access_key_id": s3_key_id, "secret_access_key": SecretStr(s3_secret)})
+        if catalog is self.catalog and aws is self.aws:
+            return self
+        return DuckLakeWarehouse(
+            catalog, self.data_path, extension_dir=self.extension_dir, aws=aws, lock_timeout_s=self.lock_timeout_s,
+            retry_initial_s=self.retry_initial_s, retry_max_s=self.retry_max_s,
+        )  # fmt: skip
+
     def dbt_target(self, schema: str = DEFAULT_SCHEMA) -> dict[str, Any]:
         """dbt-duckdb on the lake: an in-memory DuckDB that attaches the lake as its database.
 
-        The target holds the catalog password and the S3 secret: the transform handler
-        writes it to a private profiles folder, and never records it.
+        The target holds the catalog password and the S3 keys, only as DuckDB secrets
+        (never in the ATTACH string): the transform runner writes it to a private
+        profiles folder, and never records it. The S3 secret is scoped to the lake's data.
         """
         self.instance().close()  # the extensions are installed in extension_dir before dbt needs them
         target: dict[str, Any] = {
@@ -273,7 +307,8 @@ class DuckLakeWarehouse(DuckDBEngine):
             "schema": schema,
             "threads": 1,
             "keep_open": True,
-            "attach": [{"path": self.catalog.attach_path(), "alias": ALIAS, "options": {"data_path": self.data_path}}],
+            "attach": [{"path": self.catalog.attach_path(with_password=False), "alias": ALIAS,
+                        "options": {"data_path": self.data_path}}],
             # Extension settings go under config_options, or dbt-duckdb tries a download first.
             "config_options": {
                 "autoinstall_known_extensions": False,
@@ -281,23 +316,29 @@ class DuckLakeWarehouse(DuckDBEngine):
                 "extension_directory": str(self.extension_dir),
             },
         }
-        if self.aws is not None:
-            target["secrets"] = [_dbt_secret(self.aws)]
+        secrets = [_dbt_secret(self.aws, self.data_path)] if self.aws is not None else []
+        catalog = self.catalog.dbt_secret()
+        if catalog is not None:
+            secrets.append(catalog)
+        if secrets:
+            target["secrets"] = secrets
         return target
 
     def dbt_attachment_at(self, snapshot: int) -> dict[str, Any]:
         return {
-            "path": self.catalog.attach_path(),
+            "path": self.catalog.attach_path(with_password=False),
             "alias": f"{ALIAS}_at_{int(snapshot)}",
             "read_only": True,
             "options": {"data_path": self.data_path, "snapshot_version": int(snapshot)},
         }
 
 
-def _dbt_secret(aws: Any) -> dict[str, Any]:
+def _dbt_secret(aws: Any, data_path: str) -> dict[str, Any]:
     from urllib.parse import urlparse
 
     secret: dict[str, Any] = {"type": "s3", "region": aws.region}
+    if data_path.startswith("s3://"):
+        secret["scope"] = data_path
     if aws.access_key_id and aws.secret_access_key:
         secret.update(key_id=aws.access_key_id, secret=aws.secret_access_key.get_secret_value())
     if aws.endpoint_url:

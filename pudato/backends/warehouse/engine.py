@@ -55,6 +55,7 @@ EXTENSION_WHEELS = {
     "ducklake": "duckdb_extension_ducklake",
     "postgres": "duckdb_extension_postgres",
     "sqlite": "duckdb_extension_sqlite",
+    "excel": "duckdb_extension_excel",  # loaded only by a load of an xlsx file
 }
 
 
