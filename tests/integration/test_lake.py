@@ -89,8 +89,8 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def _logic_repo(root: Path) -> tuple[str, str]:
-    files = {"dbt_project.yml": PROJECT, "models/sources.yml": SOURCES, "models/people_totals.sql": MODEL}
+def _logic_repo(root: Path, files: dict[str, str] | None = None) -> tuple[str, str]:
+    files = files or {"dbt_project.yml": PROJECT, "models/sources.yml": SOURCES, "models/people_totals.sql": MODEL}
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -225,3 +225,22 @@ def test_four_concurrent_replaces_of_one_table_are_retried_and_one_lands_whole(
     retried = logged.count("write conflict, attempt")
     print(f"\nfour concurrent replaces of one table: {retried} write conflicts retried")
     assert retried >= 1, "no write conflict was provoked; the four replaces did not overlap"
+
+
+def test_a_dbt_seed_on_the_lake_records_its_snapshot_rows_and_schema(
+    stack: Any, hosts: dict[str, Host], tmp_path: Path
+) -> None:
+    codes = "code,label\nn,North\ns,South\nw,West\n"
+    url, sha = _logic_repo(tmp_path / "seeds", {"dbt_project.yml": PROJECT, "seeds/lake_codes.csv": codes})
+    seeded = _only_step(jobs.wait(jobs.submit(jobs.step("transform", "seed"), logic_repo=url, logic_ref="main",
+                                              logic_version=sha).job_id, timeout=300))  # fmt: skip
+    (seed,) = seeded["outputs"]
+    assert seed["name"] == "main.lake_codes"
+    assert seed["namespace"] == "ducklake://pudato_lake"
+    assert isinstance(seed["facets"]["snapshot_id"], int)
+    assert seed["facets"]["rows"] == 3
+    assert seed["facets"]["schema_fingerprint"]
+    now = warehouse_backend(stack.settings()).table_version("lake_codes")
+    assert now.schema_fingerprint == seed["facets"]["schema_fingerprint"]
+    assert now.snapshot_id is not None
+    assert now.snapshot_id >= seed["facets"]["snapshot_id"]
