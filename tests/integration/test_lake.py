@@ -197,13 +197,15 @@ def test_four_concurrent_replaces_of_one_table_are_retried_and_one_lands_whole(
         body = "id,load\n" + "".join(f"{i},{n}\n" for i in range(1, 301))
         s3.put_object(Bucket="pudato-test", Key=f"lake/replace_{n}.csv", Body=body.encode())
     # Two processes per host, four in all: the four replaces run at once and commit against each other.
+    started = {}
     for name, host in hosts.items():
         if "table" in host.workers:
             host.stop("table")
-        host.workers["table"] = devstack.start_worker("table", host.env, concurrency=2, log_dir=host.root / "logs",
-                                                      cwd=REPO, name=f"table-{name}")  # fmt: skip
-    for name, host in hosts.items():
-        devstack.wait_for_worker(host.workers["table"], f"table-{name}")
+        started[name] = devstack.start_worker("table", host.env, concurrency=2, log_dir=host.root / "logs",
+                                              cwd=REPO, name=f"table-{name}")  # fmt: skip
+        host.workers["table"] = started[name]
+    for name, process in started.items():
+        devstack.wait_for_worker(process, f"table-{name}")
     logs = [host.root / "logs" / f"table-{name}.log" for name, host in hosts.items()]
     already = [path.stat().st_size for path in logs]  # what earlier tests' loads logged is not this test's
     try:

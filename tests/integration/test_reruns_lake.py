@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,7 +211,7 @@ def test_a_rerun_whose_lake_snapshot_expired_fails_naming_it_and_writes_nothing(
     assert _hashes(lake) == before
 
 
-def test_rerun_latest_with_latest_data_runs_todays_code_on_todays_inputs(lake, logic):
+def test_rerun_latest_with_latest_data_runs_todays_code_on_todays_inputs(lake: Any, logic: str) -> None:
     """`pudato rerun --latest --latest-data`: the ref's head and every input as it is now, both recorded."""
     first = _run_first(lake, logic)
     regions_then = _input(_step(first, "build"), "main.lr_regions")["facets"]["snapshot_id"]
