@@ -112,3 +112,19 @@ def test_a_recorded_version_id_reads_the_same_bytes_after_a_restart(local_aws: L
     assert local_aws.client("s3").get_object(Bucket="lake", Key="raw/la.csv", VersionId=recorded)["Body"].read() \
         == b"a,b\n1,2\n"
     assert local_aws.stop() == 0, "\n".join(local_aws.lines)
+
+
+def test_a_snapshot_without_version_ids_still_restores_with_new_ones(local_aws: LocalAws) -> None:
+    """State saved before version ids were kept (format 1) is read, its versions given new ids."""
+    bucket = {"name": "old", "region": "us-east-1", "versioning": "Enabled", "encryption": None,
+              "public_access_block": None, "policy": None, "tags": None,
+              "objects": [{"key": "a.txt", "body": "b25l", "headers": {}, "metadata": {}}]}  # fmt: skip
+    local_aws.state.write_text(json.dumps({"format": 1, "saved_at": 0, "s3": [bucket], "sqs": [], "sns": []}))
+    local_aws.start()
+    s3 = local_aws.client("s3")
+    restored = s3.get_object(Bucket="old", Key="a.txt")
+    assert restored["Body"].read() == b"one"
+    assert restored["VersionId"] not in ("", "null")
+    restored_line = next(line for line in local_aws.lines if "restored moto's state" in line)
+    assert "0 version ids kept" in restored_line
+    assert local_aws.stop() == 0, "\n".join(local_aws.lines)
