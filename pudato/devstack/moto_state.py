@@ -16,9 +16,8 @@ it back through the ordinary AWS API:
   API gives every re-put version a new id, so :func:`restore`, which runs in the
   server's process, then sets each version's recorded id and time back in moto's
   memory: version ids recorded in the registry still name the same bytes, and exact
-  reruns keep working across a restart. The snapshot's ``version_ids`` map, old id to
-  id served, shows what was done (identity but for versions from a snapshot of format
-  1, which held no ids). Object tags and ACLs are not kept.
+  reruns keep working across a restart. A snapshot of format 1 held no ids: its
+  versions keep the new ones. Object tags and ACLs are not kept.
 * SQS: queues with their attributes (redrive policies included) and tags, and every
   message not yet deleted (visible, delayed or in flight) with its attributes, sent
   again as a new visible message: new message id, receive count back to 0, no delay.
@@ -89,7 +88,7 @@ def snapshot_api(endpoint: str) -> dict[str, Any]:
     """Read the configuration of buckets, queues, topics and subscriptions through the API."""
     regions = _regions()
     return {"format": STATE_FORMAT, "saved_at": time.time(), "s3": _snapshot_s3(endpoint),
-            "sqs": _snapshot_sqs(endpoint, regions), "sns": _snapshot_sns(endpoint, regions), "version_ids": {}}
+            "sqs": _snapshot_sqs(endpoint, regions), "sns": _snapshot_sns(endpoint, regions)}
 
 
 def _optional(call: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any] | None:
@@ -282,14 +281,18 @@ def restore(endpoint: str, snapshot: dict[str, Any]) -> dict[str, int]:
     """Put a snapshot back through the API of a fresh moto server running in this process."""
     if snapshot.get("format") not in _READABLE_FORMATS:
         raise ValueError(f"moto state format {snapshot.get('format')!r} is not one of {_READABLE_FORMATS}")
-    snapshot["version_ids"] = _restore_s3(endpoint, snapshot["s3"])
+    version_ids = _restore_s3(endpoint, snapshot["s3"])
     _restore_sqs(endpoint, snapshot["sqs"])
     _restore_sns(endpoint, snapshot["sns"])
-    return {**summary(snapshot), "version ids kept": len(snapshot["version_ids"])}
+    return {**summary(snapshot), "version ids kept": len(version_ids)}
 
 
 def _restore_s3(endpoint: str, buckets: list[dict[str, Any]]) -> dict[str, str]:
-    """Buckets and their object versions; returns each recorded version id -> the id moto now serves."""
+    """Buckets and their object versions; returns each recorded version id -> the id moto now serves.
+
+    Every recorded id is set back (:func:`_keep_version_ids`), so the map is the identity; a
+    version missing from it (format 1) is served under a new id.
+    """
     s3 = _client("s3", endpoint)
     version_ids: dict[str, str] = {}
     for bucket in buckets:
