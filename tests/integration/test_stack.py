@@ -44,13 +44,11 @@ from workers.storage import execute
 result = execute.delay(command={"action": "put", "payload": {"key": "a.txt", "content": "x"}})
 print(result.id)
 """
-# A table load and a query of it, on the stack's lake (PostgreSQL catalog, data in moto's S3).
+# A table load of people.csv and a query of it, on the stack's lake (PostgreSQL catalog, data in moto's S3).
 SUBMIT_LAKE = """
 from pudato import jobs
 from workers.app import app
-rows = "id,name,amount\\n" + "".join(f"{i},name {i},{i}\\n" for i in range(1, 101))
 job = jobs.chain(
-    jobs.step("storage", "put", key="people.csv", content=rows),
     jobs.step("table", "load", table="people", key="people.csv"),
     jobs.step("query", "run", sql="select count(*), sum(amount) from people"),
 )
@@ -206,10 +204,13 @@ def _wait_step(registry: Registry, job_id: str, timeout: float = 60) -> dict[str
     raise TimeoutError(f"step {job_id} not finished in the registry within {timeout:.0f}s")
 
 
-def _lake_job(root: Path, env: dict[str, str], registry: Registry, timeout: float = 240) -> dict[str, Any]:
-    """SUBMIT_LAKE from another process, as an app would; the finished job from the registry."""
+def _lake_job(
+    root: Path, env: dict[str, str], registry: Registry, timeout: float = 240, command: list[str] | None = None
+) -> dict[str, Any]:
+    """SUBMIT_LAKE (or ``command``) from another process, as an app would; the finished job from the registry."""
     submitted = subprocess.run(
-        [sys.executable, "-c", SUBMIT_LAKE], cwd=root, env=env, capture_output=True, text=True, timeout=60, check=False
+        command or [sys.executable, "-c", SUBMIT_LAKE], cwd=root, env=env, capture_output=True, text=True,
+        timeout=60, check=False,
     )
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip().splitlines()[-1]
@@ -262,6 +263,9 @@ def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) 
     assert (step["status"], step["handler"], step["action"]) == ("succeeded", "storage", "put"), step.get("error")
     assert step["worker"].startswith("storage@")
     assert _s3(stack["endpoint"]).get_object(Bucket="pudato", Key="a.txt")["Body"].read() == b"x"
+    # Put straight into the stack's S3, not by a step of the job: a rerun runs its steps again, writes included.
+    people = "id,name,amount\n" + "".join(f"{i},name {i},{i}\n" for i in range(1, 101))
+    _s3(stack["endpoint"]).put_object(Bucket="pudato", Key="people.csv", Body=people.encode())
     lake_job = _lake_job(root, env, registry)
     load = next(s for s in lake_job["steps"] if s["handler"] == "table")
     (table,) = load["outputs"]
@@ -271,6 +275,9 @@ def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) 
     query = next(s for s in lake_job["steps"] if s["handler"] == "query")
     assert query["data"]["rows"] == [[100, 5050]]
     assert query["worker"].startswith("query@")
+    recorded = load["inputs"][0]["facets"]["version"]
+    more = "id,name,amount\n" + "".join(f"{i},name {i},{i}\n" for i in range(1, 151))
+    _s3(stack["endpoint"]).put_object(Bucket="pudato", Key="people.csv", Body=more.encode())  # today's data differs
     get_engine(stack["registry_url"]).dispose()  # this test's connections: not the stack's business
 
     cold_stop = honcho.interrupt()
@@ -294,6 +301,11 @@ def test_make_stack_runs_a_step_stops_on_ctrl_c_and_keeps_its_state(root: Path) 
     s3 = _s3(stack["endpoint"])
     assert s3.get_object(Bucket="pudato", Key="a.txt")["Body"].read() == b"x"
     assert s3.get_bucket_versioning(Bucket="pudato")["Status"] == "Enabled"  # as infra up made it
+    # An exact rerun across the restart reads people.csv at the version id the registry recorded.
+    rerun = _lake_job(root, env, registry, command=[str(BIN / "pudato"), "rerun", lake_job["id"], "--no-wait"])
+    reloaded = next(s for s in rerun["steps"] if s["handler"] == "table")
+    assert reloaded["inputs"][0]["facets"]["version"] == recorded
+    assert next(s for s in rerun["steps"] if s["handler"] == "query")["data"]["rows"] == [[100, 5050]]
     sns = boto3.client(
         "sns",
         endpoint_url=stack["endpoint"],
