@@ -1,4 +1,7 @@
-"""Fixtures shared by every tier: settings isolated from the developer's environment."""
+"""Fixtures shared by every tier: settings isolated from the developer's environment.
+
+Plain helpers (waiting on a condition, running git) are in tests/helpers.py: `from helpers import ...`.
+"""
 
 from __future__ import annotations
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from helpers import wait_for
 
 from pudato import jobs
 
@@ -43,15 +42,11 @@ def test_a_body_that_is_not_json_is_recorded_and_skipped(stack):
     sqs = stack.client("sqs")
     url = sqs.get_queue_url(QueueName="pudato-storage")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="{this is not json")
-    deadline = time.monotonic() + 30
 
     def ours() -> list[dict]:  # other tests record rejected messages too
         return [r for r in stack.registry.rejected_messages() if "{this is not json" in (r["body_excerpt"] or "")]
 
-    while time.monotonic() < deadline and not ours():
-        time.sleep(0.2)
-    rejected = ours()
-    assert rejected, "the worker did not record the message it could not read"
+    rejected = wait_for(ours, 60, "the worker did not record the message it could not read")
     assert rejected[-1]["worker"].startswith("storage@")
     assert stack.workers["storage"].poll() is None
     after = jobs.wait(jobs.submit(jobs.step("storage", "list")).job_id, timeout=60)
@@ -63,10 +58,7 @@ def test_a_pickled_message_is_refused(stack):
 
     before = len(stack.registry.rejected_messages())
     app.send_task("pudato.storage.execute", kwargs={"command": {"action": "list"}}, serializer="pickle")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(stack.registry.rejected_messages()) == before:
-        time.sleep(0.2)
-    rejected = stack.registry.rejected_messages()[before:]
-    assert rejected
+    rejected = wait_for(lambda: stack.registry.rejected_messages()[before:], 60,
+                        "the worker did not record the pickled message")
     assert "pickle" in rejected[0]["reason"]
     assert stack.workers["storage"].poll() is None

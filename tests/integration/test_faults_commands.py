@@ -8,25 +8,14 @@ signature is refused and recorded once in ``rejected_messages``.
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from helpers import wait_for
 
 from pudato import jobs
 from pudato.settings import Settings
 from pudato.signing import platform_key, sign
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def rejected_with(stack, text: str) -> list[dict]:

@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from sqlalchemy import create_engine, text
 
 from pudato import jobs
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def pool_children(pid: int) -> list[int]:

@@ -11,10 +11,10 @@ the drift report and writes nothing. The registry keeps every release's drift.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import git
 
 from pudato import jobs, pipelines
 from pudato.backends.warehouse import warehouse_backend
@@ -50,16 +50,11 @@ steps:
 """
 
 
-def _git(repo: Path, *args: str) -> str:
-    command = ["git", "-C", str(repo), "-c", "user.name=Analyst", "-c", "user.email=analyst@example.org", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def logic(stack, tmp_path_factory) -> str:
     repo = tmp_path_factory.mktemp("logic") / "spend"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     files = {
         "datasets/oxford_spend.yml": CONTRACT.replace("{added}", "evolve"),
         "datasets/oxford_strict.yml": CONTRACT.replace("{added}", "fail").replace("oxford_spend", "oxford_strict"),
@@ -69,8 +64,8 @@ def logic(stack, tmp_path_factory) -> str:
     for name, text in files.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "contracts and pipelines")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "contracts and pipelines")
     s3 = stack.client("s3")
     for key, name in {"q1": "oxford_spend_2014_q1.csv", "q2": "oxford_spend_2014_q2.csv",
                       "q3": "oxford_spend_2014_q3.csv", "2018": "oxford_spend_2018_q1.csv"}.items():

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import git as _git
 
 from pudato import devstack, jobs
 from pudato.backends.warehouse import warehouse_backend
@@ -82,11 +83,6 @@ def hosts(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
 def people_csv(stack: Any) -> str:
     stack.client("s3").put_object(Bucket="pudato-test", Key="lake/people.csv", Body=ROWS.encode())
     return "lake/people.csv"
-
-
-def _git(repo: Path, *args: str) -> str:
-    command = ["git", "-C", str(repo), "-c", "user.name=Analyst", "-c", "user.email=analyst@example.org", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def _logic_repo(root: Path, files: dict[str, str] | None = None) -> tuple[str, str]:

@@ -15,12 +15,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for
 
 from pudato import devstack, jobs
 from pudato.protocol import HANDLERS
@@ -40,17 +40,6 @@ def _broker_objects(stack: Any) -> tuple[set[str], set[tuple[str, str]]]:
         for sub in page["Subscriptions"]:
             subscriptions.add((sub["TopicArn"].rsplit(":", 1)[-1], sub["Endpoint"].rsplit(":", 1)[-1]))
     return queues, subscriptions
-
-
-def _eventually(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {value!r})")
-        time.sleep(0.3)
 
 
 class Flower:
@@ -78,7 +67,7 @@ class Flower:
                 return False
             return True
 
-        _eventually(answers, "Flower's HTTP API", 60)
+        wait_for(answers, 60, "Flower's HTTP API")
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -103,8 +92,8 @@ def test_flower_and_inspect_see_every_worker_and_task_and_leave_nothing_behind(s
     try:
         flower.wait_ready()
         # Flower's event queue is subscribed once its receiver runs: from then on it sees every event.
-        _eventually(lambda: any(topic == "celeryev" for topic, _ in _broker_objects(stack)[1]),
-                    "Flower's event queue subscribed to celeryev")
+        wait_for(lambda: any(topic == "celeryev" for topic, _ in _broker_objects(stack)[1]), 60,
+                 "Flower's event queue subscribed to celeryev")
 
         job = jobs.submit(
             jobs.chain(
@@ -131,7 +120,7 @@ def test_flower_and_inspect_see_every_worker_and_task_and_leave_nothing_behind(s
                        for s in steps)
             return tasks if done else {}
 
-        tasks = _eventually(all_final, "Flower's /api/tasks with every task of the job finished")
+        tasks = wait_for(all_final, 60, "Flower's /api/tasks with every task of the job finished")
         for step in steps:
             task = tasks[step["task_id"]]
             handler = step["handler"]
@@ -165,7 +154,7 @@ def test_flower_and_inspect_see_every_worker_and_task_and_leave_nothing_behind(s
                                                              for n, up in status.items())}
             return status if online == set(HANDLERS) else {}
 
-        _eventually(all_online, "every worker online in Flower")
+        wait_for(all_online, 60, "every worker online in Flower")
 
         ping = subprocess.run(
             [sys.executable, "-m", "celery", "-A", "workers.app", "inspect", "ping", "--timeout", "5", "--json"],
@@ -183,8 +172,8 @@ def test_flower_and_inspect_see_every_worker_and_task_and_leave_nothing_behind(s
         return _broker_objects(stack) == (queues_before, subscriptions_before)
 
     try:
-        _eventually(unchanged, "the broker as it was before the monitors", 15)
-    except AssertionError:
+        wait_for(unchanged, 60, "the broker as it was before the monitors")
+    except TimeoutError:
         queues, subscriptions = _broker_objects(stack)
         raise AssertionError(
             f"left behind: queues {sorted(queues - queues_before)}, "

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from helpers import wait_for
 
 from pudato import jobs
 
@@ -13,6 +12,12 @@ pytestmark = pytest.mark.integration
 
 def test_no_step_record_is_lost_when_postgres_restarts(stack):
     control = stack.postgres["control"]
+
+    def retries() -> int:
+        logs = stack.worker_log("storage") + stack.worker_log("table") + stack.worker_log("query")
+        return logs.count("retrying in")
+
+    before = retries()
     job = jobs.submit(
         jobs.chain(
             jobs.step("storage", "put", key="outage/a.csv", content="k,v\n1,2\n"),
@@ -22,27 +27,16 @@ def test_no_step_record_is_lost_when_postgres_restarts(stack):
     )
     control.stop()
     try:
-        time.sleep(4)  # the steps run meanwhile; their records and results wait for the database
+        # The outage lasts until a step has met it; its records and results wait for the database.
+        wait_for(lambda: retries() > before, 90, "no step met the outage")
     finally:
         control.start()
     record = jobs.wait(job.job_id, timeout=120)
     assert record["status"] == "succeeded"
     assert [s["status"] for s in record["steps"]] == ["succeeded"] * 3
     assert all(s["finished_at"] and s["outputs"] is not None for s in record["steps"])
-    logs = stack.worker_log("storage") + stack.worker_log("table") + stack.worker_log("query")
-    assert "retrying in" in logs, "the outage did not overlap the job; the test proved nothing"
     again = jobs.wait(jobs.submit(jobs.step("query", "run", sql="select 1")).job_id, timeout=60)
     assert again["status"] == "succeeded"
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def _exists(s3, bucket: str, keys: list[str]) -> bool:
@@ -68,7 +62,7 @@ def test_tasks_keep_running_and_chords_complete_through_a_registry_outage(stack)
                                       put("outage/run/chord-body.csv")))
     control.stop()
     try:
-        _wait_for(lambda: _exists(s3, bucket, chain_keys + header_keys[0] + header_keys[1]), 90,
+        wait_for(lambda: _exists(s3, bucket, chain_keys + header_keys[0] + header_keys[1]), 90,
                   "the steps did not all run while the registry was down")
         assert stack.worker_log("storage").count(deferred) > before, "no result waited: the outage missed the job"
         assert not _exists(s3, bucket, ["outage/run/chord-body.csv"]), "the chord's body ran without its counter"

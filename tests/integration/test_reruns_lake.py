@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import git as _git
 
 from pudato import devstack, jobs, pipelines
 from pudato.backends.warehouse import warehouse_backend
@@ -86,11 +87,6 @@ def lake(stack, tmp_path_factory: pytest.TempPathFactory):
             stack.workers[handler] = devstack.start_worker(handler, stack.env, log_dir=stack.state / "logs", cwd=REPO)
         for handler in LAKE_HANDLERS:
             devstack.wait_for_worker(stack.workers[handler], handler)
-
-
-def _git(repo: Path, *args: str) -> str:
-    command = ["git", "-C", str(repo), "-c", "user.name=Analyst", "-c", "user.email=analyst@example.org", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ read into the lake. Nothing the worker records or sends carries the AWS secret.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import git as _git
 
 from pudato import jobs
 from pudato.backends.warehouse import warehouse_backend
@@ -28,11 +28,6 @@ RUN_PROGRAM = (
     "    subprocess.run(['touch', '{marker}'])\n    return session.sql('select 1 as x')\n"
 )
 PASSWD = "select * from read_csv('/etc/passwd', delim=':', header=false)\n"
-
-
-def _git(repo: Path, *args: str) -> str:
-    command = ["git", "-C", str(repo), "-c", "user.name=Mallory", "-c", "user.email=m@example.org", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def _branch(repo: Path, name: str, files: dict[str, str]) -> str:

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import git
 
 from pudato import datasets, devstack, jobs, lineage, pipelines
 from pudato.backends.warehouse import WarehouseBackend, warehouse_backend
@@ -35,18 +36,13 @@ steps:
 ORDERS = "id,amount\n1,10.5\n2,20\n3,30.25\n"
 
 
-def _git(repo: Path, *args: str) -> str:
-    command = ["git", "-C", str(repo), "-c", "user.name=Analyst", "-c", "user.email=analyst@example.org", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
-
-
 def _commit(repo: Path, files: dict[str, str], message: str) -> str:
     for name, text in files.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +50,23 @@ def tiny(stack, tmp_path_factory):
     """A logic repository: commit A on main, and branches for B, a broken model, and two side models."""
     repo = tmp_path_factory.mktemp("logic") / "tiny"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     a = _commit(repo, {
         "dbt_project.yml": PROJECT, "macros/pudato_columns.sql": MACRO, "models/sources.yml": SOURCES,
         "models/tiny_stg_orders.sql": STAGING, "models/tiny_fct_totals.sql": MART.format(variant="a"),
         "pipelines/tiny.yml": PIPELINE,
     }, "A")
-    _git(repo, "checkout", "-q", "-b", "b")
+    git(repo, "checkout", "-q", "-b", "b")
     b = _commit(repo, {"models/tiny_fct_totals.sql": MART.format(variant="b")}, "B changes the mart")
-    _git(repo, "checkout", "-q", "-b", "broken", a)
+    git(repo, "checkout", "-q", "-b", "broken", a)
     broken = _commit(repo, {"models/tiny_fct_totals.sql": "select no_such_column from {{ ref('tiny_stg_orders') }}\n"},
                      "a broken mart")
     sides = {}
     for side in ("left", "right"):
-        _git(repo, "checkout", "-q", "-b", side, a)
+        git(repo, "checkout", "-q", "-b", side, a)
         sides[side] = _commit(repo, {f"models/tiny_{side}.sql": f"select '{side}' as side, "
                                      "{{ pudato_version_columns() }}\n"}, f"{side} model")
-    _git(repo, "checkout", "-q", "main")
+    git(repo, "checkout", "-q", "main")
     stack.client("s3").put_object(Bucket="pudato-test", Key="tiny/orders.csv", Body=ORDERS.encode())
     return {"url": str(repo), "path": repo, "A": a, "B": b, "broken": broken, **sides}
 
@@ -140,7 +136,8 @@ def test_a_failing_model_fails_the_step_and_records_what_ran(stack, tiny):
     job = jobs.wait(pipelines.submit("tiny", tiny["url"], "broken").job_id, timeout=180)
     assert job["status"] == "failed"
     step = _transform_step(job)
-    assert step["status"] == "failed" and step["logic_version"] == tiny["broken"]
+    assert step["status"] == "failed"
+    assert step["logic_version"] == tiny["broken"]
     assert "model.tiny.tiny_fct_totals" in step["error"]["message"]
     assert "no_such_column" in step["error"]["message"]
     nodes = {n["unique_id"]: n["status"] for n in step["data"]["nodes"]}
@@ -158,7 +155,8 @@ def test_rerun_reproduces_the_tables_and_latest_runs_the_new_head(stack, tiny, t
 
     again = jobs.wait(pipelines.rerun(first["id"]).job_id, timeout=180)
     assert again["status"] == "succeeded"
-    assert again["parent_job_id"] == first["id"] and again["logic_version"] == first["logic_version"]
+    assert again["parent_job_id"] == first["id"]
+    assert again["logic_version"] == first["logic_version"]
     assert _checksum(stack, "tiny_fct_totals") == before
     assert [s["payload"] for s in again["steps"]] == [s["payload"] for s in first["steps"]]
 
@@ -190,11 +188,12 @@ def test_bad_transform_input_fails_the_step_with_a_clear_error(stack, tiny, tmp_
                                     logic_repo=tiny["url"], logic_ref="main", logic_version=tiny["A"]).job_id,
                         timeout=120)
     step = _transform_step(nothing)
-    assert step["status"] == "failed" and "matched no nodes" in step["error"]["message"]
+    assert step["status"] == "failed"
+    assert "matched no nodes" in step["error"]["message"]
 
     plain = tmp_path / "plain"
     plain.mkdir()
-    _git(plain, "init", "-q", "-b", "main")
+    git(plain, "init", "-q", "-b", "main")
     sha = _commit(plain, {"README.md": "notes, not a dbt project\n"}, "notes")
     not_dbt = jobs.wait(jobs.submit(jobs.step("transform", "build"), logic_repo=str(plain), logic_ref="main",
                                     logic_version=sha).job_id, timeout=120)

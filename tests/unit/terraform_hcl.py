@@ -135,7 +135,8 @@ class Terraform:
     @staticmethod
     def _walk(value: Any, path: list[str], expr: str) -> Any:
         for part in path:
-            assert isinstance(value, dict) and part in value, f"{expr}: no {part!r}"
+            assert isinstance(value, dict), f"{expr}: no {part!r}"
+            assert part in value, f"{expr}: no {part!r}"
             value = value[part]
         return value
 
@@ -275,9 +276,11 @@ def _document_of(tf: Terraform, policy: Any) -> str:
     """The policy document a role policy (``data.….json``) or a managed policy's ``policy`` names."""
     assert isinstance(policy, Ref), policy
     if policy.kind == "data":
-        assert policy.type == "aws_iam_policy_document" and policy.attr == "json", policy
+        assert policy.type == "aws_iam_policy_document", policy
+        assert policy.attr == "json", policy
         return policy.name
-    assert policy.type == "aws_iam_policy" and policy.attr == "arn", policy
+    assert policy.type == "aws_iam_policy", policy
+    assert policy.attr == "arn", policy
     ((_, managed),) = tf.instances("aws_iam_policy", only=policy.name).items()
     return _document_of(tf, managed["policy"])
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import git
 
 from pudato.backends.logic.git import GitLogicRepository
 from pudato.backends.storage.local import LocalStorage
@@ -34,17 +34,13 @@ max_rejected: 5%
 """
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 def _commit(repo: Path, files: dict[str, str]) -> str:
     for name, text in files.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "contract")
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "contract")
+    return git(repo, "rev-parse", "HEAD")
 
 
 def test_a_contract_parses_with_its_policies_and_limit():
@@ -100,9 +96,9 @@ def test_names_that_differ_in_their_numbers_are_never_renames():
 def test_the_contract_is_read_at_the_pinned_commit(tmp_path):
     origin = tmp_path / "logic"
     origin.mkdir()
-    _git(origin, "init", "-q", "-b", "main")
-    _git(origin, "config", "user.email", "analyst@example.org")
-    _git(origin, "config", "user.name", "Analyst")
+    git(origin, "init", "-q", "-b", "main")
+    git(origin, "config", "user.email", "analyst@example.org")
+    git(origin, "config", "user.name", "Analyst")
     pinned = _commit(origin, {"datasets/oxford_spend.yml": CONTRACT})
     _commit(origin, {"datasets/oxford_spend.yml": CONTRACT.replace("decimal(12,2)", "varchar")})
     settings = Settings(

@@ -53,7 +53,8 @@ def test_put_get_copy_delete_round_trip_on_a_local_folder(storage):
     put = _run(storage, "put", key="raw/a.txt", content="hello")
     assert put.status == "succeeded"
     (output,) = put.outputs
-    assert output.namespace == "file" and output.name.endswith("objects/raw/a.txt")
+    assert output.namespace == "file"
+    assert output.name.endswith("objects/raw/a.txt")
     assert output.facets["sha256"] == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
     assert _run(storage, "get", key="raw/a.txt").data["content"] == "hello"
     copied = _run(storage, "copy", source_key="raw/a.txt", target_key="raw/b.txt")
@@ -61,14 +62,17 @@ def test_put_get_copy_delete_round_trip_on_a_local_folder(storage):
     assert [o["key"] for o in _run(storage, "list", prefix="raw/").data["objects"]] == ["raw/a.txt", "raw/b.txt"]
     assert _run(storage, "delete", key="raw/a.txt").status == "succeeded"
     missing = _run(storage, "head", key="raw/a.txt")
-    assert missing.status == "failed" and missing.error.type == "NotFound"
+    assert missing.status == "failed"
+    assert missing.error.type == "NotFound"
 
 
 def test_put_imports_only_below_an_import_root(storage, tmp_path):
     ok = _run(storage, "put", key="in/a.csv", source="a.csv")
-    assert ok.status == "succeeded" and ok.inputs[0].name.endswith("imports/a.csv")
+    assert ok.status == "succeeded"
+    assert ok.inputs[0].name.endswith("imports/a.csv")
     outside = _run(storage, "put", key="in/p", source="/etc/passwd")
-    assert outside.error.type == "UnsafeInput" and "not below an import root" in outside.error.message
+    assert outside.error.type == "UnsafeInput"
+    assert "not below an import root" in outside.error.message
     escape = _run(storage, "put", key="in/p", source="../../../../etc/passwd")
     assert escape.error.type == "UnsafeInput"
 
@@ -76,12 +80,14 @@ def test_put_imports_only_below_an_import_root(storage, tmp_path):
 @pytest.mark.parametrize("key", ["../x", "/abs", "a/../../x", "a//b", "a\\b", ""])
 def test_unsafe_keys_are_refused(storage, key):
     result = _run(storage, "put", key=key, content="x")
-    assert result.status == "failed" and result.error.type == "UnsafeInput"
+    assert result.status == "failed"
+    assert result.error.type == "UnsafeInput"
 
 
 def test_unknown_action_and_bad_payload_are_failed_results(storage):
     unknown = _run(storage, "explode")
-    assert unknown.error.type == "InvalidCommand" and "known actions: copy, delete" in unknown.error.message
+    assert unknown.error.type == "InvalidCommand"
+    assert "known actions: copy, delete" in unknown.error.message
     two_sources = _run(storage, "put", key="k", content="a", content_base64="YQ==")
     assert "exactly one of content, content_base64 or source" in two_sources.error.message
     assert _run(storage, "ping").data == {"pong": "storage"}

@@ -125,7 +125,8 @@ def test_same_subscriptions_with_raw_delivery(tf: Terraform, settings: Settings)
     for sub in tf.instances("aws_sns_topic_subscription").values():
         assert sub["protocol"] == "sqs"
         assert sub["raw_message_delivery"] is True
-        assert sub["endpoint"].attr == "arn" and sub["topic_arn"].attr == "arn"
+        assert sub["endpoint"].attr == "arn"
+        assert sub["topic_arn"].attr == "arn"
         subscriptions.append(infra.SubscriptionSpec(tf.attribute(sub["topic_arn"]), tf.attribute(sub["endpoint"])))
     assert sorted(subscriptions, key=repr) == sorted(infra.declared_subscriptions(settings), key=repr)
 
@@ -233,7 +234,8 @@ def test_monitoring_grants_only_the_celery_topics_and_queues(tf: Terraform, sett
         assert _actions_of(tf, document, "MonitoringUnsubscribe") == ({"sns:Unsubscribe"}, ["*"])
     # beat sends tasks, and so their task-sent events: only to the events topic.
     actions, resources = _actions_of(tf, "beat", "TaskSentEvents")
-    assert actions == {"sns:CreateTopic", "sns:Publish", "sns:TagResource"} and resources == topics[:1]
+    assert actions == {"sns:CreateTopic", "sns:Publish", "sns:TagResource"}
+    assert resources == topics[:1]
 
 
 def test_same_bucket_lifecycle(tf: Terraform, settings: Settings) -> None:

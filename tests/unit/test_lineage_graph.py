@@ -86,7 +86,8 @@ def test_formats(history):
     assert 'n0["ducklake://lake/main.mart"]' in mermaid
     assert "-->|bbbbbbb|" in mermaid
     dot = render(graph, "dot")
-    assert dot.startswith("digraph lineage {") and dot.rstrip().endswith("}")
+    assert dot.startswith("digraph lineage {")
+    assert dot.rstrip().endswith("}")
     assert dot.count("->") == 3
     document = json.loads(render(graph, "json"))
     assert len(document["nodes"]) == 4

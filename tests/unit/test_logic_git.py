@@ -9,15 +9,12 @@ from pathlib import Path
 
 import git
 import pytest
+from helpers import git as _git
 
 from pudato.backends.logic import CheckoutCorrupted, check_ref, check_url, logic_backend
 from pudato.backends.logic.git import GitLogicRepository
 from pudato.errors import NotFound, UnsafeInput
 from pudato.settings import LogicSettings, Settings
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def _commit(repo: Path, files: dict[str, str], message: str) -> str:
@@ -77,7 +74,8 @@ def test_checkout_per_sha_is_clean_and_reused(backend: GitLogicRepository, origi
     first = backend.checkout(origin["url"], origin["A"])
     second = backend.checkout(origin["url"], origin["B"])
     assert first.path != second.path
-    assert first.path.name == origin["A"] and second.path.name == origin["B"]
+    assert first.path.name == origin["A"]
+    assert second.path.name == origin["B"]
     assert (first.path / "model.sql").read_text() == "select 'A'\n"
     assert (second.path / "model.sql").read_text() == "select 'B'\n"
     assert git.Repo(first.path).head.commit.hexsha == origin["A"]

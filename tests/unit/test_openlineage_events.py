@@ -127,7 +127,8 @@ def test_a_failed_step_sends_fail_with_its_error(registry, openlineage_validate)
     assert fail["eventType"] == "FAIL"
     assert "no_such_column" in fail["run"]["facets"]["errorMessage"]["message"]
     assert fail["job"]["facets"]["sql"]["query"] == "select no_such_column"
-    assert transport.events[-1]["eventType"] == "FAIL" and transport.events[-1]["run"]["runId"] == JOB
+    assert transport.events[-1]["eventType"] == "FAIL"
+    assert transport.events[-1]["run"]["runId"] == JOB
 
 
 def test_a_dead_lettered_step_sends_abort(registry, openlineage_validate):

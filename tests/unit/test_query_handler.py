@@ -81,15 +81,18 @@ def test_join_of_two_loaded_tables_lists_both_as_inputs(query, loaded):
         {"name": "accounts", "type": "BIGINT"},
     ]
     assert result.data["row_count"] == len(result.data["rows"]) > 0
-    assert result.data["rows"][0][0] == "02" and result.data["truncated"] is False
+    assert result.data["rows"][0][0] == "02"
+    assert result.data["truncated"] is False
     assert sorted((i.namespace, i.name) for i in result.inputs) == [
         ("duckdb://warehouse", "budget.revenue_1718"),
         ("duckdb://warehouse", "budget.revenue_2122"),
     ]
     (execution,) = result.executions
-    assert execution.engine == "duckdb" and "JOIN budget.revenue_1718" in execution.statement
+    assert execution.engine == "duckdb"
+    assert "JOIN budget.revenue_1718" in execution.statement
     assert execution.rows == result.data["row_count"]
-    assert result.outputs == [] and result.events == []
+    assert result.outputs == []
+    assert result.events == []
 
 
 def test_inputs_resolve_qualified_quoted_and_cased_names(query, loaded):
@@ -102,11 +105,13 @@ def test_inputs_resolve_qualified_quoted_and_cased_names(query, loaded):
 
 def test_limit_truncates_and_is_bounded_by_max_rows(query, loaded):
     result = ok(run(query, sql="SELECT * FROM budget.revenue_2122", limit=10))
-    assert result.data["row_count"] == 10 and result.data["truncated"] is True
+    assert result.data["row_count"] == 10
+    assert result.data["truncated"] is True
     exact = ok(run(query, sql="SELECT * FROM range(10)", limit=10))
     assert exact.data["truncated"] is False
     too_big = run(query, sql="SELECT 1", limit=501)
-    assert too_big.error.type == "InvalidCommand" and "max_rows" in too_big.error.message
+    assert too_big.error.type == "InvalidCommand"
+    assert "max_rows" in too_big.error.message
 
 
 def test_values_are_json_safe(query):
@@ -125,14 +130,19 @@ def test_values_are_json_safe(query):
 
 def test_bad_sql_fails_with_duckdbs_message(query):
     result = run(query, sql="SELEC 1")
-    assert result.status == "failed" and result.error.type == "QueryFailed"
-    assert "syntax error" in result.error.message and result.error.kind == "terminal"
+    assert result.status == "failed"
+    assert result.error.type == "QueryFailed"
+    assert "syntax error" in result.error.message
+    assert result.error.kind == "terminal"
     missing = run(query, sql="SELECT * FROM no_such_table")
-    assert missing.error.type == "QueryFailed" and "no_such_table" in missing.error.message
+    assert missing.error.type == "QueryFailed"
+    assert "no_such_table" in missing.error.message
     binder = run(query, sql="SELECT no_such_column FROM range(1)")
-    assert binder.error.type == "QueryFailed" and "no_such_column" in binder.error.message
+    assert binder.error.type == "QueryFailed"
+    assert "no_such_column" in binder.error.message
     conversion = run(query, sql="SELECT 'abc'::INTEGER")
-    assert conversion.error.type == "QueryFailed" and "Conversion" in conversion.error.message
+    assert conversion.error.type == "QueryFailed"
+    assert "Conversion" in conversion.error.message
 
 
 @pytest.mark.parametrize(
@@ -216,7 +226,8 @@ def test_query_on_a_fresh_warehouse_and_missing_payload(query, warehouse):
     assert ok(run(query, sql="SELECT 42 AS answer")).data["rows"] == [[42]]
     assert warehouse.path.exists()
     missing = query.execute(Command(handler="query", action="run", payload={}))
-    assert missing.error.type == "InvalidCommand" and "sql" in missing.error.message
+    assert missing.error.type == "InvalidCommand"
+    assert "sql" in missing.error.message
     unknown = query.execute(Command(handler="query", action="explain", payload={"sql": "SELECT 1"}))
     assert unknown.error.type == "InvalidCommand"
 

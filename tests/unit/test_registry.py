@@ -48,10 +48,12 @@ def test_a_job_rolls_up_from_its_steps_and_records_lineage(registry):
     finished = registry.apply(_update("finished", "s2", status="succeeded", inputs=[raw], outputs=[table]))
     assert finished == "succeeded"
     job = registry.job("job-1")
-    assert job["status"] == "succeeded" and job["finished_at"] is not None
+    assert job["status"] == "succeeded"
+    assert job["finished_at"] is not None
     assert [s["attempts"] for s in job["steps"]] == [1, 1]
     (upstream,) = registry.lineage(table.namespace, table.name, "upstream")
-    assert upstream["step_id"] == "s2" and upstream["datasets"] == [{"namespace": "s3://bucket", "name": "raw/a.csv"}]
+    assert upstream["step_id"] == "s2"
+    assert upstream["datasets"] == [{"namespace": "s3://bucket", "name": "raw/a.csv"}]
     (downstream,) = registry.lineage(raw.namespace, raw.name, "downstream")
     assert downstream["step_id"] == "s2"
     assert registry.get_dataset(table.namespace, table.name)["facets"] == {"rows": 2}
@@ -71,21 +73,26 @@ def test_a_redelivered_message_does_not_undo_a_finished_step(registry):
     registry.apply(_update("finished", "s1", status="succeeded"))
     registry.apply(_update("started", "s1", task_id="s1"))
     step = registry.job("job-1")["steps"][0]
-    assert step["status"] == "succeeded" and step["attempts"] == 2
+    assert step["status"] == "succeeded"
+    assert step["attempts"] == 2
 
 
 def test_a_delay_step_creates_its_own_job(registry):
     registry.apply(_update("started", "task-9", job_id="task-9"))
     registry.apply(_update("finished", "task-9", job_id="task-9", status="succeeded"))
     job = registry.job("task-9")
-    assert job["trigger"] == "delay" and job["status"] == "succeeded" and job["step_count"] == 1
+    assert job["trigger"] == "delay"
+    assert job["status"] == "succeeded"
+    assert job["step_count"] == 1
 
 
 def test_catalog_register_search_and_missing(registry):
     registry.register_dataset("s3://b", "raw/revenue.csv", "LA revenue", ["budget"], {"owner": "finance"})
     registry.register_dataset("s3://b", "raw/revenue.csv", None, ["la"], {})
     found = registry.search_datasets("revenue")
-    assert len(found) == 1 and found[0]["tags"] == ["budget", "la"] and found[0]["description"] == "LA revenue"
+    assert len(found) == 1
+    assert found[0]["tags"] == ["budget", "la"]
+    assert found[0]["description"] == "LA revenue"
     with pytest.raises(NotFound, match="not in the catalog"):
         registry.get_dataset("s3://b", "nope")
 

@@ -72,7 +72,8 @@ def test_an_imported_file_that_changed_is_refused_by_a_pinned_put(tmp_path):
     first = handler.execute(Command(handler="storage", action="put", payload=put))
     recorded = first.inputs[0]
     pin = reruns.recorded_pin(recorded.model_dump())
-    assert pin is not None and pin.sha256 == recorded.facets["sha256"]
+    assert pin is not None
+    assert pin.sha256 == recorded.facets["sha256"]
 
     source.write_text("x\n2\n")
     again = handler.execute(Command(handler="storage", action="put", payload=put, pinned_inputs=[pin]))

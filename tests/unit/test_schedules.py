@@ -92,13 +92,17 @@ def test_pause_resume_remove_and_redefine_keep_history(url):
         schedules.remove(url, "ping")
 
 
-def test_one_lease_holder_until_it_expires_or_is_released(url):
-    assert schedules.acquire_lease(url, "beat-a", ttl_s=0.5)
-    assert not schedules.acquire_lease(url, "beat-b", ttl_s=0.5)
-    assert schedules.acquire_lease(url, "beat-a", ttl_s=0.5)  # renewal
-    import time
-
-    time.sleep(0.6)
+def test_one_lease_holder_until_it_expires_or_is_released(url, monkeypatch):
+    # The lease's clock is driven by the test, so a stalled machine cannot expire a lease early.
+    clock = [datetime.now(UTC)]
+    monkeypatch.setattr(schedules, "utcnow", lambda: clock[0])
+    assert schedules.acquire_lease(url, "beat-a", ttl_s=30)
+    assert not schedules.acquire_lease(url, "beat-b", ttl_s=30)
+    clock[0] += timedelta(seconds=10)
+    assert schedules.acquire_lease(url, "beat-a", ttl_s=30)  # renewal
+    clock[0] += timedelta(seconds=25)
+    assert not schedules.acquire_lease(url, "beat-b", ttl_s=30), "the renewal did not extend the lease"
+    clock[0] += timedelta(seconds=6)
     assert schedules.acquire_lease(url, "beat-b", ttl_s=10)
     assert not schedules.acquire_lease(url, "beat-a", ttl_s=10)
     schedules.release_lease(url, "beat-b")

@@ -70,13 +70,15 @@ def test_load_fy2122_strips_bom_drops_blank_record_and_keeps_leading_zeros(table
     # 1,759 records by the csv module: header, 1,757 data rows, and a final record of empty fields.
     assert result.data["rows"] == result.data["loaded"] == 1757
     names = [c["name"] for c in result.data["columns"]]
-    assert names[0] == "dept_code" and not names[0].startswith("\ufeff")
+    assert names[0] == "dept_code"
+    assert not names[0].startswith("\ufeff")
     assert names[:3] == ["dept_code", "dept_name", "org_level_5_code"]
     assert "_2021_22_adopted" in names
     assert result.data["renamed"]["2019-20 Actuals"] == "_2019_20_actuals"
     assert result.data["encoding"] == "utf-8-sig"
     codes = {row[0] for row in fetch(warehouse, "SELECT DISTINCT dept_code FROM budget.revenue_2122")}
-    assert "02" in codes and "2" not in codes
+    assert "02" in codes
+    assert "2" not in codes
     assert fetch(warehouse, "SELECT count(*) FROM budget.revenue_2122 WHERE dept_code IS NULL") == [(0,)]
     # CRLF must not leak into the last column.
     assert fetch(warehouse, "SELECT count(*) FROM budget.revenue_2122 WHERE _2021_22_adopted LIKE '%\r%'") == [(0,)]
@@ -87,7 +89,8 @@ def test_load_reports_lineage_executions_and_an_event(tables):
     sha = hashlib.sha256((LA / FY2122).read_bytes()).hexdigest()
 
     (source,) = result.inputs
-    assert source.namespace == "file" and source.name.endswith(f"raw/{FY2122}")
+    assert source.namespace == "file"
+    assert source.name.endswith(f"raw/{FY2122}")
     assert source.facets["sha256"] == sha
     (output,) = result.outputs
     assert (output.namespace, output.name) == ("duckdb://warehouse", "budget.revenue_2122")
@@ -95,9 +98,12 @@ def test_load_reports_lineage_executions_and_an_event(tables):
     assert output.facets["source_sha256"] == sha
     assert {"name": "dept_code", "type": "VARCHAR"} in output.facets["columns"]
     load = [e for e in result.executions if "CREATE OR REPLACE TABLE" in e.statement]
-    assert load and load[0].engine == "duckdb" and load[0].rows == 1757
+    assert load
+    assert load[0].engine == "duckdb"
+    assert load[0].rows == 1757
     assert [e.type for e in result.events] == ["table.loaded"]
-    assert result.events[0].dataset.same_dataset(output) and result.events[0].job_id == "job-1"
+    assert result.events[0].dataset.same_dataset(output)
+    assert result.events[0].job_id == "job-1"
 
 
 def test_load_fy1718(tables, warehouse):
@@ -174,7 +180,8 @@ def test_explicit_utf8_still_strips_a_bom(tables, storage):
 
 def test_unknown_encoding_is_an_invalid_command(tables, storage):
     result = run(tables, "load", table="x", key=f"raw/{FY1718}", encoding="klingon-8")
-    assert result.error.type == "InvalidCommand" and "klingon-8" in result.error.message
+    assert result.error.type == "InvalidCommand"
+    assert "klingon-8" in result.error.message
 
 
 def test_delimiter_sniffed_or_given_and_duplicate_headers_get_suffixes(tables, storage):
@@ -189,7 +196,8 @@ def test_delimiter_sniffed_or_given_and_duplicate_headers_get_suffixes(tables, s
 def test_headerless_csv(tables, storage, warehouse):
     storage.put_bytes("raw/nohead.csv", b"1,x\n2,y\n")
     result = ok(run(tables, "load", table="nohead", key="raw/nohead.csv", header=False))
-    assert result.data["rows"] == 2 and len(result.data["columns"]) == 2
+    assert result.data["rows"] == 2
+    assert len(result.data["columns"]) == 2
 
 
 def test_append_adds_rows_and_creates_a_missing_table(tables, storage):
@@ -224,7 +232,8 @@ def test_append_with_an_unknown_column_fails_when_the_contract_says_so(tables, s
 def test_json_and_parquet_loads(tables, storage, tmp_path):
     storage.put_bytes("raw/rows.jsonl", b'{"Id": 1, "Full Name": "a"}\n{"Id": 2, "Full Name": "b"}\n')
     result = ok(run(tables, "load", table="people", key="raw/rows.jsonl"))
-    assert [c["name"] for c in result.data["columns"]] == ["id", "full_name"] and result.data["rows"] == 2
+    assert [c["name"] for c in result.data["columns"]] == ["id", "full_name"]
+    assert result.data["rows"] == 2
 
     parquet = tmp_path / "x.parquet"
     con = duckdb.connect()
@@ -242,7 +251,8 @@ def test_unknown_suffix_needs_a_format(tables, storage):
 
 def test_missing_object_is_not_found(tables):
     result = run(tables, "load", table="t", key="raw/missing.csv")
-    assert result.status == "failed" and result.error.type == "NotFound"
+    assert result.status == "failed"
+    assert result.error.type == "NotFound"
     assert result.error.kind == "terminal"
 
 
@@ -259,7 +269,8 @@ def test_create_then_if_not_exists(tables):
     ]
     assert [e.type for e in created.events] == ["table.created"]
     again = run(tables, "create", table="ref.depts", columns={"code": "VARCHAR"})
-    assert again.error.type == "InvalidCommand" and "already exists" in again.error.message
+    assert again.error.type == "InvalidCommand"
+    assert "already exists" in again.error.message
     assert ok(run(tables, "create", table="ref.depts", columns={"code": "VARCHAR"}, if_not_exists=True)).data[
         "created"
     ] is False
@@ -308,7 +319,8 @@ def test_insert_many_rows_in_chunks(tables, warehouse):
 def test_insert_refuses_unknown_columns_and_missing_tables(tables):
     ok(run(tables, "create", table="t", columns={"a": "INTEGER"}))
     unknown = run(tables, "insert", table="t", rows=[{"a": 1, "nope": 2}])
-    assert unknown.error.type == "InvalidCommand" and "nope" in unknown.error.message
+    assert unknown.error.type == "InvalidCommand"
+    assert "nope" in unknown.error.message
     assert run(tables, "insert", table="missing", rows=[{"a": 1}]).error.type == "NotFound"
     assert run(tables, "insert", table="t", rows=[]).error.type == "InvalidCommand"
     too_many = run(tables, "insert", table="t", rows=[{"a": 1}] * 10_001)
@@ -318,7 +330,8 @@ def test_insert_refuses_unknown_columns_and_missing_tables(tables):
 def test_bad_values_fail_as_query_failed(tables):
     ok(run(tables, "create", table="t", columns={"a": "INTEGER"}))
     result = run(tables, "insert", table="t", rows=[{"a": "not a number"}])
-    assert result.error.type == "QueryFailed" and "not a number" in result.error.message
+    assert result.error.type == "QueryFailed"
+    assert "not a number" in result.error.message
 
 
 def test_upsert_updates_matches_inserts_the_rest_and_keeps_unmentioned_columns(tables, warehouse):
@@ -351,7 +364,8 @@ def test_upsert_with_a_composite_key_of_only_key_columns(tables, warehouse):
 def test_upsert_refuses_repeated_or_missing_keys(tables, warehouse):
     ok(run(tables, "create", table="t", columns={"k": "INTEGER", "v": "VARCHAR"}))
     repeated = run(tables, "upsert", table="t", key=["k"], rows=[{"k": 1, "v": "a"}, {"k": 1, "v": "b"}])
-    assert repeated.error.type == "InvalidCommand" and "repeat" in repeated.error.message
+    assert repeated.error.type == "InvalidCommand"
+    assert "repeat" in repeated.error.message
     missing = run(tables, "upsert", table="t", key=["k"], rows=[{"v": "a"}])
     assert missing.error.type == "InvalidCommand"
     assert run(tables, "upsert", table="t", key=["nope"], rows=[{"k": 1}]).error.type == "InvalidCommand"
@@ -367,7 +381,8 @@ def test_describe_list_drop(tables):
 
     described = ok(run(tables, "describe", table="BUDGET.Revenue_1718"))  # names match case-insensitively
     assert described.data["table"] == "budget.revenue_1718"
-    assert described.data["rows"] == 1161 and len(described.data["columns"]) == 13
+    assert described.data["rows"] == 1161
+    assert len(described.data["columns"]) == 13
     assert described.inputs[0].name == "budget.revenue_1718"
 
     listed = ok(run(tables, "list")).data["tables"]
@@ -378,7 +393,8 @@ def test_describe_list_drop(tables):
     assert ok(run(tables, "list", schema="budget")).data["tables"] == listed[:1]
 
     dropped = ok(run(tables, "drop", table="other"))
-    assert dropped.data["dropped"] is True and [e.type for e in dropped.events] == ["table.dropped"]
+    assert dropped.data["dropped"] is True
+    assert [e.type for e in dropped.events] == ["table.dropped"]
     assert run(tables, "describe", table="other").error.type == "NotFound"
     assert run(tables, "drop", table="other").error.type == "NotFound"
     assert ok(run(tables, "drop", table="other", if_exists=True)).data["dropped"] is False
@@ -413,9 +429,11 @@ def test_unsafe_schema_in_list_is_refused(tables):
 
 def test_unknown_action_and_missing_fields_are_invalid_commands(tables):
     unknown = run(tables, "truncate", table="t")
-    assert unknown.error.type == "InvalidCommand" and "known actions" in unknown.error.message
+    assert unknown.error.type == "InvalidCommand"
+    assert "known actions" in unknown.error.message
     missing = run(tables, "load", table="t")
-    assert missing.error.type == "InvalidCommand" and "key" in missing.error.message
+    assert missing.error.type == "InvalidCommand"
+    assert "key" in missing.error.message
     extra = run(tables, "describe", table="t", colour="red")
     assert extra.error.type == "InvalidCommand"
     wrong_handler = tables.execute(Command(handler="query", action="run", payload={}))
@@ -427,7 +445,8 @@ def test_views_are_described_and_listed_without_running_them(tables, warehouse):
     with warehouse.connect() as con:
         con.execute("CREATE VIEW v AS SELECT a * 2 AS doubled FROM t")
     described = ok(run(tables, "describe", table="v"))
-    assert described.data["kind"] == "view" and "rows" not in described.data
+    assert described.data["kind"] == "view"
+    assert "rows" not in described.data
     assert described.data["columns"] == [{"name": "doubled", "type": "INTEGER"}]
     assert {"table": "main.v", "kind": "view"} in ok(run(tables, "list")).data["tables"]
     assert run(tables, "drop", table="v").error.type == "NotFound"  # drop is for tables

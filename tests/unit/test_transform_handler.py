@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from helpers import git
 
 from pudato import datasets
 from pudato.backends.logic.git import GitLogicRepository
@@ -51,15 +52,11 @@ MART_B = "select count(*) as n, sum(amount) as total, 'b' as variant, " + VERSIO
 MART_BROKEN = "select no_such_column, " + VERSION_COLUMNS + FROM_STAGING
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 def _new_repo(path: Path) -> Path:
     path.mkdir(parents=True)
-    _git(path, "init", "-q", "-b", "main")
-    _git(path, "config", "user.email", "analyst@example.org")
-    _git(path, "config", "user.name", "Analyst")
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "analyst@example.org")
+    git(path, "config", "user.name", "Analyst")
     return path
 
 
@@ -67,9 +64,9 @@ def _commit(repo: Path, files: dict[str, str], message: str) -> str:
     for name, text in files.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture(scope="module", params=["sandboxed", "inprocess"])
@@ -90,10 +87,10 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     }
     a = _commit(repo, base, "A")
     b = _commit(repo, {"models/fct_totals.sql": MART_B}, "B")
-    _git(repo, "tag", "-a", "v-b", "-m", "B")
-    _git(repo, "checkout", "-q", "-b", "broken")
+    git(repo, "tag", "-a", "v-b", "-m", "B")
+    git(repo, "checkout", "-q", "-b", "broken")
     broken = _commit(repo, {"models/fct_totals.sql": MART_BROKEN}, "broken mart")
-    _git(repo, "checkout", "-q", "-b", "with-package", b)
+    git(repo, "checkout", "-q", "-b", "with-package", b)
     helper = {
         "pkgs/helper/dbt_project.yml": "name: helper\nversion: '1.0.0'\nconfig-version: 2\n",
         "pkgs/helper/macros/double.sql": "{% macro double(x) %}({{ x }} * 2){% endmacro %}\n",
@@ -102,7 +99,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         "from {{ ref('fct_totals') }}\n",
     }
     with_package = _commit(repo, helper, "use a package")
-    _git(repo, "checkout", "-q", "main")
+    git(repo, "checkout", "-q", "main")
     not_dbt = _new_repo(root / "not-dbt")
     not_dbt_sha = _commit(not_dbt, {"README.md": "just notes\n"}, "notes")
 
@@ -142,7 +139,8 @@ def _ok(result: Result) -> Result:
 
 def test_each_commit_runs_as_itself(env: dict[str, Any]) -> None:
     first = _ok(_step(env, env["A"], job="job-a"))
-    assert first.logic_version == env["A"] and first.data["logic_version"] == env["A"]
+    assert first.logic_version == env["A"]
+    assert first.data["logic_version"] == env["A"]
     assert _query(env["warehouse"], "select n, _pudato_logic_version, _pudato_job_id from fct_totals") == [
         (10, env["A"], "job-a")
     ]
@@ -164,7 +162,8 @@ def test_a_locked_warehouse_is_waited_for_then_transient(env: dict[str, Any]) ->
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
         settings = env["settings"].model_copy(
             update={"warehouse": WarehouseSettings(path=env["warehouse"], lock_timeout_s=0.5)}
         )
@@ -174,8 +173,10 @@ def test_a_locked_warehouse_is_waited_for_then_transient(env: dict[str, Any]) ->
         assert time.monotonic() - started >= 0.5
     finally:
         holder.communicate("", timeout=30)
-    assert result.error is not None and result.error.type == "BackendUnavailable"
-    assert result.error.kind == "transient" and "locked by another process" in result.error.message
+    assert result.error is not None
+    assert result.error.type == "BackendUnavailable"
+    assert result.error.kind == "transient"
+    assert "locked by another process" in result.error.message
     _ok(_step(env, env["A"]))  # and once it is free, the same step succeeds
 
 
@@ -223,21 +224,27 @@ def test_lineage_names_models_and_sources_as_datasets(env: dict[str, Any]) -> No
     assert nodes["model.tiny.fct_totals"]["depends_on"] == ["main.stg_orders"]
     assert nodes["model.tiny.fct_totals"]["relation"] == "main.fct_totals"
     facets = result.outputs[1].facets
-    assert facets["unique_id"] == "model.tiny.fct_totals" and facets["resource_type"] == "model"
-    assert facets["status"] == "success" and facets["execution_time"] > 0 and "rows_affected" in facets
+    assert facets["unique_id"] == "model.tiny.fct_totals"
+    assert facets["resource_type"] == "model"
+    assert facets["status"] == "success"
+    assert facets["execution_time"] > 0
+    assert "rows_affected" in facets
     assert env["A"] in nodes["model.tiny.fct_totals"]["compiled_code"]
     assert facets["derived_from"] == [{"namespace": staging.namespace, "name": staging.name}]
     assert result.outputs[0].facets["derived_from"] == [{"namespace": source.namespace, "name": source.name}]
     assert [e.type for e in result.events] == ["transform.built", "transform.built"]
     assert [e.dataset.name for e in result.events if e.dataset] == ["main.stg_orders", "main.fct_totals"]
-    assert result.executions[0].engine == "dbt" and result.executions[0].statement == "dbt build"
-    assert {e.engine for e in result.executions[1:]} == {"duckdb"} and len(result.executions) == 1 + len(nodes)
+    assert result.executions[0].engine == "dbt"
+    assert result.executions[0].statement == "dbt build"
+    assert {e.engine for e in result.executions[1:]} == {"duckdb"}
+    assert len(result.executions) == 1 + len(nodes)
     tests = {t["unique_id"].split(".")[2]: t for t in result.data["tests"]}
     assert set(tests) == {"not_null_stg_orders_id", "unique_stg_orders_id"}
     assert all(t["status"] == "pass" and t["failures"] == 0 for t in tests.values())
     assert tests["not_null_stg_orders_id"]["attached_node"] == "model.tiny.stg_orders"
     assert tests["not_null_stg_orders_id"]["models"] == ["model.tiny.stg_orders"]
-    assert result.data["dbt_command"][:2] == ["dbt", "build"] and result.data["package_lock_sha256"] is None
+    assert result.data["dbt_command"][:2] == ["dbt", "build"]
+    assert result.data["package_lock_sha256"] is None
 
     # Built alone, the mart reads the staging model, which is then an input.
     alone = _ok(_step(env, env["A"], action="run", select=["fct_totals"]))
@@ -249,23 +256,28 @@ def test_lineage_names_models_and_sources_as_datasets(env: dict[str, Any]) -> No
 def test_test_and_compile_build_nothing(env: dict[str, Any]) -> None:
     _ok(_step(env, env["A"]))
     tested = _ok(_step(env, env["A"], action="test"))
-    assert tested.outputs == [] and [i.name for i in tested.inputs] == ["main.stg_orders"]
+    assert tested.outputs == []
+    assert [i.name for i in tested.inputs] == ["main.stg_orders"]
     assert {t["status"] for t in tested.data["tests"]} == {"pass"}
     compiled = _ok(_step(env, env["A"], action="compile", select=["stg_orders"]))
-    assert compiled.outputs == [] and compiled.inputs == []
+    assert compiled.outputs == []
+    assert compiled.inputs == []
     assert env["A"] in compiled.data["nodes"][0]["compiled_code"]
 
 
 def test_bad_sql_fails_the_step_and_keeps_what_ran(env: dict[str, Any]) -> None:
     result = _step(env, env["broken"], job="job-broken")
-    assert result.status == "failed" and result.error is not None
-    assert result.error.type == "TransformFailed" and result.error.kind == "terminal"
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.type == "TransformFailed"
+    assert result.error.kind == "terminal"
     assert "model.tiny.fct_totals" in result.error.message
     assert "no_such_column" in result.error.message  # DuckDB's own words, through dbt
     assert result.error.details["failing"] == ["model.tiny.fct_totals"]
     assert result.logic_version == env["broken"]
     statuses = {n["unique_id"]: n["status"] for n in result.data["nodes"]}
-    assert statuses["model.tiny.stg_orders"] == "success" and statuses["model.tiny.fct_totals"] == "error"
+    assert statuses["model.tiny.stg_orders"] == "success"
+    assert statuses["model.tiny.fct_totals"] == "error"
     assert [o.name for o in result.outputs] == ["main.stg_orders"]
     assert _query(env["warehouse"], "select distinct _pudato_job_id from stg_orders") == [("job-broken",)]
 
@@ -307,7 +319,8 @@ def test_bad_requests_are_refused_clearly(
 ) -> None:
     payload = {k: v.format(url=env["url"]) if isinstance(v, str) else v for k, v in payload.items()}
     result = _step(env, env[sha_key] if sha_key else None, **payload)
-    assert result.status == "failed" and result.error is not None
+    assert result.status == "failed"
+    assert result.error is not None
     assert result.error.type == error_type, result.error
     assert re.search(pattern, result.error.message), result.error.message
     assert not Path("/tmp/pwned").exists()
@@ -315,15 +328,18 @@ def test_bad_requests_are_refused_clearly(
 
 def test_logic_version_must_be_a_full_sha(env: dict[str, Any]) -> None:
     result = _step(env, "main")
-    assert result.error is not None and result.error.type == "InvalidCommand"
+    assert result.error is not None
+    assert result.error.type == "InvalidCommand"
     assert "full 40-hex" in result.error.message
 
 
 def test_a_repository_without_dbt_project_is_refused(env: dict[str, Any]) -> None:
     command = Command(handler="transform", action="build", logic_repo=env["not_dbt"], logic_version=env["not_dbt_sha"])
     result = env["handler"].execute(command)
-    assert result.error is not None and result.error.type == "InvalidCommand"
-    assert "not a dbt project" in result.error.message and env["not_dbt_sha"] in result.error.message
+    assert result.error is not None
+    assert result.error.type == "InvalidCommand"
+    assert "not a dbt project" in result.error.message
+    assert env["not_dbt_sha"] in result.error.message
 
 
 # -- the real sample project ----------------------------------------------------------
@@ -341,7 +357,8 @@ def test_sample_project_builds_and_passes_its_tests(tmp_path: Path) -> None:
     assert _query(warehouse, "select count(*) from fct_gf_revenue") == [(10_413,)]
     versions = _query(warehouse, "select distinct _pudato_logic_version, _pudato_job_id from fct_gf_revenue")
     assert versions == [(sha, "la-1")]
-    assert result.data["tests"] and {t["status"] for t in result.data["tests"]} == {"pass"}
+    assert result.data["tests"]
+    assert {t["status"] for t in result.data["tests"]} == {"pass"}
     assert {o.name for o in result.outputs} >= {"main.fct_gf_revenue", "main.int_gf_revenue_unioned"}
     assert sorted(i.name for i in result.inputs) == ["main.raw_gf_revenue_fy2017_18", "main.raw_gf_revenue_fy2021_22"]
     assert all(i.namespace == f"duckdb://{warehouse.stem}" for i in result.inputs)
@@ -373,7 +390,8 @@ def test_seed_files_are_named_in_the_logic_repository(tmp_path: Path) -> None:
         [seed] = [i for i in result.inputs if i.name == "seeds/codes.csv"]
         seen.append(seed)
         lonely = [o for o in result.outputs if o.name == "main.lonely"]
-        assert lonely and lonely[0].facets["derived_from"] == []
+        assert lonely
+        assert lonely[0].facets["derived_from"] == []
     assert seen[0].namespace == seen[1].namespace == f"file://{repo.resolve()}"
     assert [s.facets["version"] for s in seen] == [first, second]
     assert seen[0].facets["sha256"] == seen[1].facets["sha256"]

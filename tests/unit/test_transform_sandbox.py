@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from helpers import git
 from pydantic import SecretStr
 
 from pudato.backends.transform import SANDBOX_PREFIX
@@ -36,14 +37,9 @@ PROJECT = "name: hostile\nversion: '1.0.0'\nconfig-version: 2\nprofile: hostile\
 SAFE = {"models/ok.sql": "select 1 as id\n"}
 
 
-def _git(repo: Path, *args: str) -> str:
-    command = ["git", "-C", str(repo), "-c", "user.name=Mallory", "-c", "user.email=m@example.org", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
-
-
 def _commit_on(repo: Path, branch: str, files: dict[str, str], project_extra: str = "") -> str:
-    _git(repo, "checkout", "-q", "--orphan", branch)
-    _git(repo, "rm", "-rq", "--cached", "--ignore-unmatch", ".")
+    git(repo, "checkout", "-q", "--orphan", branch)
+    git(repo, "rm", "-rq", "--cached", "--ignore-unmatch", ".")
     for old in repo.iterdir():
         if old.name != ".git":
             subprocess.run(["rm", "-rf", str(old)], check=True)
@@ -54,9 +50,9 @@ def _commit_on(repo: Path, branch: str, files: dict[str, str], project_extra: st
             path.symlink_to(text.removeprefix("symlink:"))
         else:
             path.write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", branch)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", branch)
+    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +61,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     marker = root / "pwned"
     repo = root / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     commits = {
         "python": _commit_on(
             repo,
@@ -184,7 +180,8 @@ def _failed(result: Result, error_type: str, *words: str) -> None:
 def test_a_python_model_is_refused_and_never_runs(handler: TransformHandler, hostile: dict[str, Any]) -> None:
     result = _build(handler, hostile, "python")
     _failed(result, "TransformRefused", "model.hostile.run_program", "PUDATO_TRANSFORM__ALLOW_PYTHON_MODELS")
-    assert result.error is not None and result.error.kind == "terminal"
+    assert result.error is not None
+    assert result.error.kind == "terminal"
     assert not hostile["marker"].exists()
 
 
@@ -325,7 +322,7 @@ def test_every_secret_the_settings_hold_is_redacted() -> None:
 def test_packages_fetched_over_the_network_are_refused(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     metadata = "http://169.254.169.254/latest/meta-data/x.tgz"
     packages = f"packages:\n  - local: pkgs/mine\n  - tarball: {metadata}\n    name: x\n"
     sha = _commit_on(repo, "remote", {"packages.yml": packages, "pkgs/mine/dbt_project.yml": "name: mine\n"})

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import codecs
+import logging
 import multiprocessing
 import pickle
 import threading
-import time
 from pathlib import Path
 
 import duckdb
@@ -129,71 +129,115 @@ def test_restricted_session_does_not_leak_into_the_next_one(warehouse, tmp_path)
 # -- lock conflicts ------------------------------------------------------------------------
 
 
-def _hold_lock(path: str, seconds: float, ready) -> None:
-    """Another worker: keeps the warehouse open read-write for a while."""
+def _hold_lock(path: str, ready, release) -> None:
+    """Another worker: keeps the warehouse open read-write until the test lets go."""
     con = duckdb.connect(path)
     ready.set()
-    time.sleep(seconds)
+    release.wait(120)
     con.close()
 
 
 @pytest.fixture
 def hold_lock():
+    """Start a process holding the warehouse's lock; returns the event that releases it."""
     context = multiprocessing.get_context("spawn")
     children = []
 
-    def start(path: Path, seconds: float):
+    def start(path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        ready = context.Event()
-        child = context.Process(target=_hold_lock, args=(str(path), seconds, ready))
+        ready, release = context.Event(), context.Event()
+        child = context.Process(target=_hold_lock, args=(str(path), ready, release))
         child.start()
-        children.append(child)
+        children.append((child, release))
         assert ready.wait(60), "the lock-holding process did not start"
-        return child
+        return release
 
     yield start
-    for child in children:
+    for child, release in children:
+        release.set()
         child.join(30)
         if child.is_alive():
             child.terminate()
             child.join()
 
 
+class _Signal(logging.Handler):
+    """Sets an event when the warehouse reports a lock conflict it will wait out."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.busy = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "warehouse busy" in record.getMessage():
+            self.busy.set()
+
+
+@pytest.fixture
+def warehouse_busy():
+    """An event set once an operation has found the warehouse locked and is waiting."""
+    logger = logging.getLogger("pudato.backends.warehouse.engine")
+    signal, level = _Signal(), logger.level
+    logger.addHandler(signal)
+    logger.setLevel(logging.DEBUG)
+    yield signal.busy
+    logger.removeHandler(signal)
+    logger.setLevel(level)
+
+
 def _create(tmp_path: Path, lock_timeout_s: float):
     settings = make_settings(tmp_path, lock_timeout_s)
     handler = TableHandler(settings, LocalStorage(settings.storage.local_root), DuckDBWarehouse.from_settings(settings))
-    started = time.monotonic()
     command = Command(handler="table", action="create", payload={"table": "t", "columns": {"a": "INTEGER"}})
-    result = handler.execute(command)
-    return result, time.monotonic() - started
+    return handler.execute(command)
 
 
-def test_an_operation_waits_for_another_process_and_then_succeeds(tmp_path, hold_lock):
-    hold_lock(make_settings(tmp_path).warehouse.path, 1.0)
-    result, waited = _create(tmp_path, lock_timeout_s=20)
+def _in_thread(work):
+    """Run ``work`` in a thread; returns the thread and a list that receives its value."""
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(work()), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_an_operation_waits_for_another_process_and_then_succeeds(tmp_path, hold_lock, warehouse_busy):
+    release = hold_lock(make_settings(tmp_path).warehouse.path)
+    thread, outcome = _in_thread(lambda: _create(tmp_path, lock_timeout_s=120))
+    assert warehouse_busy.wait(60), "the operation never met the lock"
+    assert thread.is_alive(), "the operation finished while the lock was held"
+    release.set()
+    thread.join(120)
+    [result] = outcome
     assert result.status == "succeeded", result.error
-    assert 0.5 < waited < 20
 
 
-def test_reads_wait_for_a_writer_too(tmp_path, hold_lock):
-    warehouse = DuckDBWarehouse.from_settings(make_settings(tmp_path, 20))
+def test_reads_wait_for_a_writer_too(tmp_path, hold_lock, warehouse_busy):
+    warehouse = DuckDBWarehouse.from_settings(make_settings(tmp_path, 120))
     with warehouse.connect() as con:
         con.execute("CREATE TABLE t AS SELECT 1 AS a")
-    hold_lock(warehouse.path, 1.0)
-    started = time.monotonic()
-    with warehouse.connect(read_only=True) as con:
-        assert con.execute("SELECT a FROM t").fetchall() == [(1,)]
-    assert time.monotonic() - started > 0.5
+    release = hold_lock(warehouse.path)
+
+    def read():
+        with warehouse.connect(read_only=True) as con:
+            return con.execute("SELECT a FROM t").fetchall()
+
+    thread, outcome = _in_thread(read)
+    assert warehouse_busy.wait(60), "the read never met the writer's lock"
+    assert thread.is_alive(), "the read finished while the writer held the lock"
+    release.set()
+    thread.join(120)
+    assert outcome == [[(1,)]]
 
 
 def test_a_lock_held_too_long_is_backend_unavailable(tmp_path, hold_lock):
     path = make_settings(tmp_path).warehouse.path
-    hold_lock(path, 1.5)
-    result, waited = _create(tmp_path, lock_timeout_s=0.3)
+    hold_lock(path)
+    result = _create(tmp_path, lock_timeout_s=0.3)
     assert result.status == "failed"
-    assert result.error.type == "BackendUnavailable" and result.error.kind == "transient"
-    assert str(path) in result.error.message and "lock" in result.error.message
-    assert waited < 1.2
+    assert result.error.type == "BackendUnavailable"
+    assert result.error.kind == "transient"
+    assert str(path) in result.error.message
+    assert "lock" in result.error.message
 
     warehouse = DuckDBWarehouse(path, lock_timeout_s=0.2)
     with pytest.raises(BackendUnavailable) as caught, warehouse.connect():
@@ -201,14 +245,14 @@ def test_a_lock_held_too_long_is_backend_unavailable(tmp_path, hold_lock):
     assert pickle.loads(pickle.dumps(caught.value)).details["path"] == str(path)
 
 
-def test_a_connection_held_in_this_process_is_waited_for_as_well(warehouse):
+def test_a_connection_held_in_this_process_is_waited_for_as_well(warehouse, warehouse_busy):
     release = threading.Event()
     opened = threading.Event()
 
     def hold() -> None:
         with warehouse.connect():
             opened.set()
-            release.wait(10)
+            release.wait(60)
 
     holder = threading.Thread(target=hold)
     holder.start()
@@ -217,7 +261,9 @@ def test_a_connection_held_in_this_process_is_waited_for_as_well(warehouse):
         impatient = DuckDBWarehouse(warehouse.path, lock_timeout_s=0.2)
         with pytest.raises(BackendUnavailable), impatient.connect():
             pass
-        threading.Timer(0.5, release.set).start()
+        warehouse_busy.clear()
+        # Let go only once the read below is seen waiting for this connection.
+        threading.Thread(target=lambda: warehouse_busy.wait(60) and release.set(), daemon=True).start()
         with warehouse.connect(read_only=True) as con:
             assert con.execute("SELECT 1").fetchone() == (1,)
     finally:
@@ -260,7 +306,8 @@ def test_utf8_file_transcodes_only_when_needed(tmp_path):
     cp = tmp_path / "cp.csv"
     cp.write_bytes("a\r\n€\r\n".encode("cp1252"))
     with utf8_file(cp) as (path, used):
-        assert used == "cp1252" and path != cp
+        assert used == "cp1252"
+        assert path != cp
         assert path.read_bytes() == "a\r\n€\r\n".encode()  # CRLF kept as it was
     assert not path.exists()  # the temp copy is gone
 

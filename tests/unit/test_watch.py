@@ -44,7 +44,7 @@ def _advance(registry: Registry, job_id: str, step_ids: list[str], out: io.Strin
     def shown(number: int, status: str) -> None:
         handler, action = STEPS[number - 1]
         line = re.compile(rf"{number}\. {handler}\.{action}\s+{status}")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while out is not None and time.monotonic() < deadline and not line.search(out.getvalue()):
             time.sleep(0.01)
 
@@ -92,7 +92,8 @@ def test_watch_prints_each_change_in_order_and_returns_the_finished_job(registry
     for number, (handler, action) in enumerate(STEPS, 1):
         mine = [line for line in lines if line.startswith(f"  {number}. {handler}.{action}")]
         assert [line.split()[2] for line in mine] == ["pending", "running", "succeeded"], mine
-    assert lines[-1].startswith("  3. query.run") and lines[-1].endswith("12 ms")
+    assert lines[-1].startswith("  3. query.run")
+    assert lines[-1].endswith("12 ms")
     assert any(line.startswith("  2. table.load") and line.endswith("1.2 s") for line in lines)
     # The last bar comes after the last step started, and nothing is printed twice in a row.
     assert lines.index("[####################] 3/3 steps") > lines.index(
@@ -135,7 +136,9 @@ def test_on_a_terminal_the_block_is_redrawn_in_place(registry: Registry) -> None
     assert "\x1b[2K" in text
     assert text.index("0/3 steps") < text.index("1/3 steps") < text.index("2/3 steps") < text.index("3/3 steps")
     final = text.rsplit(f"\x1b[{block}A", 1)[-1]
-    assert final.count("\n") == block and "3/3 steps" in final and "succeeded" in final
+    assert final.count("\n") == block
+    assert "3/3 steps" in final
+    assert "succeeded" in final
 
 
 def test_an_unknown_job_is_not_found(registry: Registry) -> None:
@@ -149,7 +152,8 @@ def test_a_job_that_does_not_finish_times_out(registry: Registry) -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="job-4"):
         watch(registry, "job-4", timeout=0.3, out=out, poll_s=0.05)
-    assert time.monotonic() - started < 2
+    # It gave up rather than hung: a bound far above the 0.3 s timeout, so a busy machine cannot trip it.
+    assert time.monotonic() - started < 30
     assert out.getvalue().splitlines()[:2] == ["job job-4 load a pending", "[--------------------] 0/3 steps"]
 
 
@@ -168,4 +172,5 @@ def test_render_and_bar() -> None:
     lines = render(job)
     assert lines[0] == "job j running"
     assert lines[1] == "[##########----------] 1/2 steps"
-    assert lines[2].startswith("  1. storage.put (raw)") and lines[2].endswith("succeeded  1 min 5 s")
+    assert lines[2].startswith("  1. storage.put (raw)")
+    assert lines[2].endswith("succeeded  1 min 5 s")
