@@ -10,6 +10,11 @@ import random
 import time
 
 
+def delay_for(attempt: int, initial_s: float, max_s: float, jitter: tuple[float, float] = (0.5, 1.5)) -> float:
+    """The pause before retry number ``attempt`` (1 for the first): doubling from ``initial_s``, capped, jittered."""
+    return min(initial_s * 2.0 ** min(attempt - 1, 30), max_s) * random.uniform(*jitter)
+
+
 class Backoff:
     """Delays that double from ``initial_s`` up to ``max_s``, each jittered, until ``timeout_s`` runs out.
 
@@ -22,7 +27,6 @@ class Backoff:
         self.max_s = max_s
         self.jitter = jitter
         self.attempts = 0
-        self._delay = initial_s
         self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
     @property
@@ -35,9 +39,7 @@ class Backoff:
         remaining = self.remaining_s
         if remaining <= 0:
             return None
-        delay = min(remaining, self._delay * random.uniform(*self.jitter))
-        self._delay = min(self._delay * 2, self.max_s)
-        return delay
+        return min(remaining, delay_for(self.attempts, self.initial_s, self.max_s, self.jitter))
 
     def wait(self) -> bool:
         """Sleep the next pause; False, without sleeping, once the deadline has passed."""

@@ -41,7 +41,8 @@ class Mailbox(KombuMailbox):
 
     @property
     def oid(self) -> str:
-        return self.__dict__.setdefault("_oid", uuid())  # type: ignore[no-any-return]
+        oid: str = self.__dict__.setdefault("_oid", uuid())
+        return oid
 
     def get_queue(self, hostname: str) -> Queue:
         queue: Queue = super().get_queue(hostname)

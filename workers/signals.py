@@ -26,7 +26,7 @@ from celery.exceptions import TimeLimitExceeded
 from pudato.fanout import Publisher
 from pudato.protocol import JOB_HEADER, ErrorInfo, Event, Result, utcnow
 from pudato.registry.recorder import StepRecorder
-from pudato.registry.repository import Registry, StepUpdate
+from pudato.registry.repository import Registry, StepUpdate, UpdateEvent
 from pudato.settings import get_settings
 from workers.identity import identify
 
@@ -94,12 +94,12 @@ def _refused(task: Any, kwargs: dict[str, Any] | None = None) -> bool:
     return bool(identify(task.request, kwargs if kwargs is not None else task.request.kwargs)["refused"])
 
 
-def _update(task: Any, event: str, kwargs: dict[str, Any] | None, **fields: Any) -> StepUpdate:
+def _update(task: Any, event: UpdateEvent, kwargs: dict[str, Any] | None, **fields: Any) -> StepUpdate:
     ids = identify(task.request, kwargs)
     raw = (kwargs or {}).get("command")
     payload = raw.get("payload") if isinstance(raw, dict) and isinstance(raw.get("payload"), dict) else None
     return StepUpdate(
-        event=event,  # type: ignore[arg-type]
+        event=event,
         step_id=ids["step_id"],
         job_id=ids["job_id"],
         handler=task.name.split(".")[1],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import typer
 
 FORMATS = ("text", "json", "mermaid", "dot")
@@ -19,7 +21,7 @@ def lineage(
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Trace a dataset, e.g. `pudato lineage main.fct_gf_revenue --format mermaid`."""
-    from pudato.lineage.formats import render
+    from pudato.lineage.formats import Format, render
     from pudato.lineage.graph import lineage_graph, resolve
     from pudato.registry.repository import Registry
     from pudato.settings import get_settings
@@ -33,4 +35,4 @@ def lineage(
     namespace, dataset_name = resolve(registry, dataset, name)
     graph = lineage_graph(registry, namespace, dataset_name, "downstream" if downstream else "upstream",
                           depth, as_of=as_of)
-    typer.echo(render(graph, fmt))  # type: ignore[arg-type]
+    typer.echo(render(graph, cast(Format, fmt)))  # checked against FORMATS above

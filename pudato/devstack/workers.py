@@ -14,6 +14,12 @@ from pudato.devstack.processes import stop, wait_until
 from pudato.protocol import HANDLERS
 
 
+class WorkerProcess(subprocess.Popen[bytes]):
+    """A worker's process, with the log file it writes to."""
+
+    log_file: Path
+
+
 @contextmanager
 def workers(
     env: dict[str, str],
@@ -23,9 +29,9 @@ def workers(
     log_dir: Path | None = None,
     cwd: Path | None = None,
     extra_args: tuple[str, ...] = (),
-) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+) -> Iterator[dict[str, WorkerProcess]]:
     """One Celery worker process per handler queue, each consuming only its own queue."""
-    started: dict[str, subprocess.Popen[bytes]] = {}
+    started: dict[str, WorkerProcess] = {}
     try:
         for handler in handlers:
             started[handler] = start_worker(handler, env, concurrency, pool, log_dir, cwd, extra_args=extra_args)
@@ -41,7 +47,7 @@ def start_worker(
     handler: str, env: dict[str, str], concurrency: int = 1, pool: str = "prefork",
     log_dir: Path | None = None, cwd: Path | None = None, name: str | None = None,
     extra_args: tuple[str, ...] = (),
-) -> subprocess.Popen[bytes]:
+) -> WorkerProcess:
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pudato-workers-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"{name or handler}.log"
@@ -50,17 +56,17 @@ def start_worker(
         "-n", f"{name or handler}@%h", "-c", str(concurrency), "-P", pool, "--loglevel", "INFO",
         "--without-gossip", "--without-mingle", "--heartbeat-interval", "30", "-f", str(log_file), *extra_args,
     ]
-    process = subprocess.Popen(
+    process = WorkerProcess(
         command, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL,
         stderr=open(log_file, "ab"),  # noqa: SIM115 (the worker owns it)
         start_new_session=True,
     )
-    process.log_file = log_file  # type: ignore[attr-defined]
+    process.log_file = log_file
     return process
 
 
-def wait_for_worker(process: subprocess.Popen[bytes], handler: str, timeout: float = 120) -> None:
-    log_file: Path = process.log_file  # type: ignore[attr-defined]
+def wait_for_worker(process: WorkerProcess, handler: str, timeout: float = 120) -> None:
+    log_file = process.log_file
 
     def ready() -> str | None:
         if log_file.exists() and " ready." in log_file.read_text(errors="replace"):

@@ -44,7 +44,7 @@ class Payload(BaseModel):
 
 def action(name: str, payload_model: type[Payload]) -> Callable[[ActionMethod], ActionMethod]:
     def mark(method: ActionMethod) -> ActionMethod:
-        method.__pudato_action__ = (name, payload_model)  # type: ignore[attr-defined]
+        method.__dict__["__pudato_action__"] = (name, payload_model)
         return method
 
     return mark

@@ -299,7 +299,8 @@ def _outcome(
 ) -> Outcome:
     output = outputs[0]
     validation = report.as_dict()
-    validation["blank_records_skipped"] = staged.blank
+    validation["records_read"] = staged.records
+    validation["blank_records_skipped"] = staged.records - report.rows
     validation["short_records"] = {"count": staged.short_count, "rows": staged.short}
     validation["long_records"] = {"count": staged.long_count, "rows": staged.long}
     if staged.long_count:

@@ -17,7 +17,7 @@ on. That answers "which release of the raw file fed this mart".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import select, text
 
@@ -140,7 +140,7 @@ def _writer_at(session: Any, namespace: str, name: str, as_of: str) -> Step | No
     if found is None and len(as_of) >= 7:
         found = session.execute(base.join(Job, Job.id == Step.job_id).where(
             (Step.logic_version.startswith(as_of)) | (Job.logic_version.startswith(as_of)))).scalar_one_or_none()
-    return found  # type: ignore[no-any-return]
+    return cast("Step | None", found)
 
 
 def _writer_before(session: Any, key: Key, reader: Step, read: dict[str, Any]) -> Step | None:
@@ -154,7 +154,7 @@ def _writer_before(session: Any, key: Key, reader: Step, read: dict[str, Any]) -
     wanted = _version(read)
     for step, facets in candidates:
         if wanted is not None and _version(facets or {}) == wanted:
-            return step  # type: ignore[no-any-return]
+            return cast(Step, step)
     return candidates[0][0] if candidates else None
 
 

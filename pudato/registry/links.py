@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pudato.registry.models import LineageLink
@@ -24,10 +25,7 @@ def upsert_links(session: Session, pairs: list[Pair], step_id: str, job_id: str,
         for p in sorted(set(pairs))
     ]
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(LineageLink).values(rows)
     excluded = statement.excluded
     session.execute(statement.on_conflict_do_update(

@@ -26,6 +26,7 @@ from pudato.registry.links import Pair, upsert_links
 from pudato.registry.models import Dataset, Job, LineageEdge, RejectedMessage, Step, StepDataset, as_dict
 
 TERMINAL = ("succeeded", "failed")
+UpdateEvent = Literal["started", "finished", "retried", "lost", "refused"]
 EXCERPT_CHARS = 500
 
 
@@ -52,7 +53,7 @@ class StepPlan(BaseModel):
 class StepUpdate(BaseModel):
     """One change to a step, as a signal saw it. ``None`` fields leave the record alone."""
 
-    event: Literal["started", "finished", "retried", "lost", "refused"]
+    event: UpdateEvent
     step_id: str
     job_id: str
     handler: str

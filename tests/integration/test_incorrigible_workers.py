@@ -112,3 +112,24 @@ def test_a_fail_policy_fails_the_step_with_the_report_and_writes_nothing(stack, 
     assert _rows(stack, "SELECT count(*) FROM ox_strict") == [(40,)]
     history = drift_history(stack.env["PUDATO_REGISTRY__URL"], "main.ox_strict")
     assert [(h["status"], h["drifted"]) for h in history][-2:] == [("succeeded", False), ("failed", True)]
+
+
+def test_a_workbook_loads_into_the_lake_through_the_excel_reader(stack, tmp_path):
+    import duckdb
+
+    from pudato.backends.warehouse.engine import load_extension
+
+    book = tmp_path / "spend.xlsx"
+    with duckdb.connect(config={"autoinstall_known_extensions": False}) as con:
+        load_extension(con, "excel", tmp_path / "ext")
+        con.execute(f"COPY (SELECT * FROM read_csv('{DATA / 'oxford_spend_2014_q3.csv'}', all_varchar = true)) "
+                    f"TO '{book}' (FORMAT xlsx, HEADER true)")
+    stack.client("s3").put_object(Bucket=BUCKET, Key="ox/spend.xlsx", Body=book.read_bytes())
+    step = jobs.step("table", "load", table="ox_sheet", key="ox/spend.xlsx",
+                     date_formats={"paid_date": "%d/%m/%Y"})
+    job = jobs.wait(jobs.submit(step).job_id, timeout=120)
+    assert job["status"] == "succeeded", [s["error"] for s in job["steps"]]
+    data = job["steps"][0]["data"]
+    assert data["format"] == "xlsx"
+    assert data["rows"] == 40
+    assert _rows(stack, "SELECT DISTINCT typeof(paid_date) FROM ox_sheet") == [("DATE",)]

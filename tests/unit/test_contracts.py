@@ -182,3 +182,13 @@ def test_a_validation_report_counts_explains_and_enforces_its_limit():
         report.enforce(1, "s3://b/q2.csv", name="main.spend")
     assert caught.value.details["validation"]["counts"] == {"type": 2}
     assert caught.value.details["name"] == "main.spend"
+
+
+def test_the_readme_example_and_the_sample_contract_parse():
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    example = readme[readme.index("# datasets/oxford_spend.yml"):]
+    example = example[: example.index("```")]
+    assert parse_contract(example, "oxford_spend", "README").columns["paid_date"].format == "%d/%m/%Y"
+    sample = (root / "dbt" / "datasets" / "la_gf_revenue.yml").read_text()
+    assert parse_contract(sample, "la_gf_revenue", "dbt").columns["department_name"].aliases == ["Dept Name"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from functools import cached_property
 from typing import Any
@@ -16,6 +15,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 from kombu.utils.uuid import uuid
 
+from pudato.backoff import delay_for
 from workers.transport.ephemeral import (
     _MISSING_QUEUE,
     KEEPALIVE_S,
@@ -50,7 +50,8 @@ class Channel(SQS.Channel):
 
     @property
     def _ephemeral(self) -> dict[str, _Ephemeral]:
-        return self.connection._ephemeral  # type: ignore[no-any-return]
+        ephemeral: dict[str, _Ephemeral] = self.connection._ephemeral
+        return ephemeral
 
     # -- 2. events: broadcast whatever the declared type ------------------------------
 
@@ -348,5 +349,5 @@ class Channel(SQS.Channel):
             super()._loop1(queue, messages_fetched)
             return
         # Exponential, with jitter, so that a fleet of workers does not return all at once.
-        delay = min(self.MAX_OUTAGE_BACKOFF_S, 0.5 * 2 ** min(failures, 8)) * (0.5 + random.random() / 2)
+        delay = delay_for(failures, 1.0, self.MAX_OUTAGE_BACKOFF_S, jitter=(0.5, 1.0))
         self.hub.call_later(delay, self._schedule_queue, queue)

@@ -12,7 +12,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,12 +125,12 @@ class LocalStorage(StorageBackend):
         return path
 
     @staticmethod
-    def _replace(target: Path, write: object) -> None:
+    def _replace(target: Path, write: Callable[[str], object]) -> None:
         # Write beside the target, then rename: readers never see half a file.
         handle, tmp = tempfile.mkstemp(prefix=".pudato-tmp-", dir=target.parent)
         os.close(handle)
         try:
-            write(tmp)  # type: ignore[operator]
+            write(tmp)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):

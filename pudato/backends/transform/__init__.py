@@ -23,12 +23,12 @@ plain JSON, because the sandboxed runner sends them through a pipe.
 
 from __future__ import annotations
 
-import random
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pudato.backends import load_backend
+from pudato.backends.warehouse.sql import FILE_LOCKED, WRITE_CONFLICTS
+from pudato.backoff import Backoff
 from pudato.errors import BackendUnavailable, PudatoError, TerminalError, UnsafeInput
 
 if TYPE_CHECKING:
@@ -41,10 +41,7 @@ BACKENDS = {
 
 # DuckDB's words for "another process holds the warehouse" (a file) or "committed first" (the lake):
 # worth a retry, not a failure.
-LOCK_CONFLICTS = (
-    "Could not set lock on file", "Conflicting lock is held", "Transaction conflict",
-    "Failed to commit DuckLake transaction",
-)  # fmt: skip
+LOCK_CONFLICTS = (*FILE_LOCKED, *WRITE_CONFLICTS)
 
 
 # The private folder of each sandboxed dbt process.
@@ -153,14 +150,11 @@ class TransformRunner:
         Like the other warehouse users, a lock is waited out (jittered backoff, up to
         ``lock_timeout_s``) before the caller reports it as BackendUnavailable.
         """
-        deadline, delay = time.monotonic() + lock_timeout_s, 0.05
+        backoff = Backoff(0.05, 2.0, lock_timeout_s)
         while True:
             result = self.invoke(invocation)
-            remaining = deadline - time.monotonic()
-            if not (lock_conflict(result.error or "") and not result.results) or remaining <= 0:
+            if not (lock_conflict(result.error or "") and not result.results) or not backoff.wait():
                 return result
-            time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
-            delay = min(delay * 2, 2.0)
 
     def close(self) -> None:
         """Let go of processes and folders (a runner is usable again afterwards)."""

@@ -25,6 +25,7 @@ from pudato.backends.warehouse.engine import DuckDBEngine
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import (
     ENGINE,
+    FILE_LOCKED,
     Statement,
     base_tables,
     parse_statements,
@@ -40,13 +41,6 @@ __all__ = [
     "sql_string", "translate_error",
 ]  # fmt: skip
 
-# Messages DuckDB gives when another process (or another instance in this one) holds the file.
-_LOCK_CONFLICTS = (
-    "Could not set lock on file",
-    "Conflicting lock is held",
-    "Unique file handle conflict",
-    "different configuration",
-)
 _RESERVED_CATALOGS = {"memory", "temp", "system", "main"}
 
 
@@ -54,7 +48,7 @@ class DuckDBWarehouse(DuckDBEngine):
     """A DuckDB file, opened per operation with lock-conflict retries."""
 
     kind = "duckdb"
-    open_markers = _LOCK_CONFLICTS
+    open_markers = FILE_LOCKED
 
     def __init__(
         self,

@@ -37,7 +37,7 @@ from pudato import datasets
 from pudato.backends.warehouse import DEFAULT_SCHEMA, TableName, instance_limits, quote_identifier
 from pudato.backends.warehouse.engine import DuckDBEngine, s3_secret_sql
 from pudato.backends.warehouse.session import Session
-from pudato.backends.warehouse.sql import CONNECTION_LOST, scrubbed, sql_string, translate_error
+from pudato.backends.warehouse.sql import CONNECTION_LOST, WRITE_CONFLICTS, scrubbed, sql_string, translate_error
 from pudato.errors import ConfigurationError, PudatoError, SnapshotGone
 from pudato.settings import Settings
 
@@ -150,13 +150,7 @@ class DuckLakeWarehouse(DuckDBEngine):
     concurrent_writers = True
     enforces_primary_keys = False
     keeps_spare = True
-    conflict_markers = (
-        "Transaction conflict",
-        "Failed to commit DuckLake transaction",
-        "database is locked",
-        "could not serialize access",
-        "deadlock detected",
-    )
+    conflict_markers = WRITE_CONFLICTS
     open_markers = ("database is locked", "Unable to connect", *CONNECTION_LOST)
 
     def __init__(

@@ -16,6 +16,21 @@ from pudato.errors import BackendUnavailable, PudatoError, QueryFailed, UnsafeIn
 
 ENGINE = "duckdb"
 
+# DuckDB's words for "another process (or another instance in this one) holds the file".
+FILE_LOCKED = (
+    "Could not set lock on file",
+    "Conflicting lock is held",
+    "Unique file handle conflict",
+    "different configuration",
+)
+# The lake's words for "another writer committed first": the transaction is run again.
+WRITE_CONFLICTS = (
+    "Transaction conflict",
+    "Failed to commit DuckLake transaction",
+    "database is locked",
+    "could not serialize access",
+    "deadlock detected",
+)
 # A statement that lost the lake's catalog or data store midway: the step is retried, not failed.
 CONNECTION_LOST = (
     "server closed the connection",

@@ -208,8 +208,12 @@ def _token(column: str, text: bool, rules: TextRules) -> str:
         return f"CAST({column} AS VARCHAR)"
     if not rules.null_tokens:
         return column
-    tokens = ", ".join(sql_string(t) for t in rules.null_tokens)
-    return f"CASE WHEN trim({column}) IN ({tokens}) THEN NULL ELSE {column} END"
+    words = [t for t in rules.null_tokens if t.strip()]
+    if not words:  # only "": the common case, and trim() on every field would cost a quarter of the load
+        return f"NULLIF({column}, '')"
+    # A word token (N/A, -) also counts with spaces around it, as spreadsheets pad cells.
+    tokens = ", ".join(sql_string(t) for t in [*rules.null_tokens, *(w.strip() for w in words)])
+    return f"CASE WHEN {column} IN ({tokens}) OR trim({column}) IN ({tokens}) THEN NULL ELSE {column} END"
 
 
 def _number(value: str, rules: TextRules) -> str:
@@ -291,19 +295,24 @@ def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead],
         return found
     tokens = {c.name: _token(quote_identifier(c.source or ""), True, rules) for c in wanted}
 
-    def typed_somehow(c: ColumnRead) -> str:
+    def could_be(c: ColumnRead) -> list[str]:
+        """Per kind (number, date, boolean): does every sampled value fit it?"""
         t = tokens[c.name]
         dated = f"try_strptime(trim({t}), {sql_string(c.format)})" if c.format else f"TRY_CAST(trim({t}) AS DATE)"
-        return (f"bool_and({t} IS NULL OR {_decimal_shaped(_unsigned(_number(t, rules)))} "
-                f"OR {dated} IS NOT NULL OR lower(trim({t})) IN ('true', 'false'))")
+        return [f"bool_and({t} IS NULL OR {_decimal_shaped(_unsigned(_number(t, rules)))})",
+                f"bool_and({t} IS NULL OR {dated} IS NOT NULL)",
+                f"bool_and({t} IS NULL OR lower(trim({t})) IN ('true', 'false'))"]
 
     sampled = session.rows(
-        f"SELECT {', '.join(typed_somehow(c) for c in wanted)} FROM {RAW} USING SAMPLE 2048 ROWS"
+        f"SELECT {', '.join(e for c in wanted for e in could_be(c))} FROM {RAW} USING SAMPLE 2048 ROWS"
     )[0]
-    for c, maybe in zip(list(wanted), sampled, strict=True):
-        if maybe is False:
+    kinds: dict[str, tuple[bool, bool, bool]] = {}
+    for n, c in enumerate(list(wanted)):
+        number, date, boolean = (v is not False for v in sampled[n * 3 : n * 3 + 3])
+        if not (number or date or boolean):
             found[c.name] = "VARCHAR"
             wanted.remove(c)
+        kinds[c.name] = (number, date, boolean)
     if not wanted:
         return found
     texts = [f"{tokens[c.name]} AS {_alias('t', i)}" for i, c in enumerate(wanted)]
@@ -314,18 +323,20 @@ def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead],
     aggregates = []
     for i, c in enumerate(wanted):
         t, m = _alias("t", i), _alias("m", i)
+        number, date, boolean = kinds[c.name]
         plain = f"NOT (substr({m}, 1, 1) = '0' AND substr({m}, 2, 1) BETWEEN '0' AND '9')"  # no '02' codes
         dated = (f"try_strptime(trim({t}), {sql_string(c.format)}) IS NOT NULL" if c.format
                  else f"regexp_full_match(trim({t}), {_ISO_DATE}) AND TRY_CAST(trim({t}) AS DATE) IS NOT NULL")
         point = f"strpos({m}, '.')"
+        # Only the kinds the sample left open are counted over every value; the others count 0.
         aggregates += [
             f"count({t})",
-            f"count(*) FILTER ({_integer_shaped(m)} AND length({m}) <= 18 AND {plain})",
-            f"count(*) FILTER ({_decimal_shaped(m)} AND {plain})",
-            f"coalesce(max({_scale_of(m)}), 0)",
-            f"coalesce(max(CASE WHEN {point} > 0 THEN {point} - 1 ELSE length({m}) END), 0)",
-            f"count(*) FILTER ({dated})",
-            f"count(*) FILTER (lower(trim({t})) IN ('true', 'false'))",
+            f"count(*) FILTER ({_integer_shaped(m)} AND length({m}) <= 18 AND {plain})" if number else "0",
+            f"count(*) FILTER ({_decimal_shaped(m)} AND {plain})" if number else "0",
+            f"coalesce(max({_scale_of(m)}), 0)" if number else "0",
+            f"coalesce(max(CASE WHEN {point} > 0 THEN {point} - 1 ELSE length({m}) END), 0)" if number else "0",
+            f"count(*) FILTER ({dated})" if date else "0",
+            f"count(*) FILTER (lower(trim({t})) IN ('true', 'false'))" if boolean else "0",
         ]
     row = [int(v) for v in session.rows(f"SELECT {', '.join(aggregates)} FROM {source}")[0]]
     for i, c in enumerate(wanted):
