@@ -92,8 +92,12 @@ class LineageReceiver:
     def of_job(self, job_id: str) -> list[dict[str, Any]]:
         """The events of a job's run and of the runs whose parent it is, in the order they arrived."""
         with self._lock:
-            return [e for e in self.events if e["run"]["runId"] == job_id
-                    or (e["run"].get("facets") or {}).get("parent", {}).get("run", {}).get("runId") == job_id]
+            return [
+                e
+                for e in self.events
+                if e["run"]["runId"] == job_id
+                or (e["run"].get("facets") or {}).get("parent", {}).get("run", {}).get("runId") == job_id
+            ]
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +127,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, lineage_receiver: LineageRec
             "PUDATO_WAREHOUSE__EXTENSION_DIR": str(state / "duckdb_extensions"),
             "PUDATO_WORKER__LIVENESS_DIR": str(state / "liveness"),
             "PUDATO_LOGIC__CACHE_DIR": str(state / "logic"),
+            # A secret only the platform holds (trust authentication ignores it), distinct from moto's
+            # "testing" keys, so a test can look for it in logs and messages: the sandbox holds it as a DuckDB secret.
+            "PUDATO_WAREHOUSE__CATALOG_PASSWORD": "canary-catalog-secret-7f3b2e",
             # OpenLineage, configured its own way: every step of every test reports to the receiver.
             "OPENLINEAGE__TRANSPORT__TYPE": "http",
             "OPENLINEAGE__TRANSPORT__URL": lineage_receiver.url,
@@ -137,6 +144,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, lineage_receiver: LineageRec
         upgrade(settings.registry.url)
         # The app jobs.submit sends with; imported now because celeryconfig reads these settings.
         import workers.app  # noqa: F401
+
         with devstack.workers(env, log_dir=state / "logs", cwd=REPO) as processes:
             yield Stack(env, endpoint, postgres, processes, state)
         for key, value in saved.items():

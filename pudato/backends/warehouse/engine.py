@@ -213,6 +213,10 @@ class DuckDBEngine(WarehouseBackend):
             },
         )
         try:
+            if "max_temp_directory_size" in self.limits:
+                # duckdb 1.5.5 shows the value given at connect but does not enforce it (the temp
+                # folder's free space wins); set again, it is enforced.
+                con.execute(f"SET max_temp_directory_size = {sql_string(str(self.limits['max_temp_directory_size']))}")
             for name in names:
                 load_extension(con, name, self.extension_dir)
             if not verified:
