@@ -238,7 +238,10 @@ class SandboxedRunner(TransformRunner):
         data_paths = [str((a.get("options") or {}).get("data_path")) for a in attachments
                       if (a.get("options") or {}).get("data_path")]  # fmt: skip
         allowed = [*data_paths, str(Path(invocation.project_dir).resolve()) + "/", str(folder) + "/"]
-        plugin = {"module": _LOCKDOWN_PLUGIN, "config": {"allowed_directories": sorted(set(allowed))}}
-        output["plugins"] = [*(output.get("plugins") or []), plugin]
-        output["config_options"] = {**(output.get("config_options") or {}), "temp_directory": str(folder / "duckdb")}
+        config_options = {**(output.get("config_options") or {}), "temp_directory": str(folder / "duckdb")}
+        config: dict[str, Any] = {"allowed_directories": sorted(set(allowed))}
+        if config_options.get("max_temp_directory_size"):
+            config["max_temp_directory_size"] = str(config_options["max_temp_directory_size"])
+        output["plugins"] = [*(output.get("plugins") or []), {"module": _LOCKDOWN_PLUGIN, "config": config}]
+        output["config_options"] = config_options
         return DbtInvocation(**{**invocation.__dict__, "output": output})
