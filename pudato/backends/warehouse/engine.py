@@ -34,12 +34,7 @@ from urllib.parse import urlparse
 
 import duckdb
 
-from pudato.backends.warehouse import (
-    TableName,
-    WarehouseBackend,
-    parse_table_name,
-    quote_identifier,
-)
+from pudato.backends.warehouse import TableName, WarehouseBackend, enforce_limits, parse_table_name, quote_identifier
 from pudato.backends.warehouse.session import Policy, Session
 from pudato.backends.warehouse.sql import scrubbed, sql_string, translate_error
 from pudato.backoff import Backoff
@@ -213,10 +208,7 @@ class DuckDBEngine(WarehouseBackend):
             },
         )
         try:
-            if "max_temp_directory_size" in self.limits:
-                # duckdb 1.5.5 shows the value given at connect but does not enforce it (the temp
-                # folder's free space wins); set again, it is enforced.
-                con.execute(f"SET max_temp_directory_size = {sql_string(str(self.limits['max_temp_directory_size']))}")
+            enforce_limits(con, self.limits)
             for name in names:
                 load_extension(con, name, self.extension_dir)
             if not verified:
