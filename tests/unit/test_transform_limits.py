@@ -1,4 +1,4 @@
-"""dbt's DuckDB in the sandbox gets the warehouse's limits: memory, threads and a temp-disk cap that holds.
+"""dbt's DuckDB (sandboxed or in-process) gets the warehouse's limits: memory, threads and a temp-disk cap that holds.
 
 Real dbt in the real sandboxed child on a tmp DuckDB file; a model records the
 settings it ran under, another sorts ~100 MB under a 16 MB memory limit and may
@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from pudato.backends.transform.inprocess import InProcessRunner
 from pudato.backends.transform.sandboxed import SandboxedRunner
 from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command, Result
@@ -52,13 +53,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"url": str(root), "settings": settings_sha, "spill": _git(root, "rev-parse", "HEAD")}
 
 
-@pytest.fixture(scope="module")
-def handler(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("limits-warehouse")
+@pytest.fixture(scope="module", params=["sandboxed", "inprocess"])
+def handler(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Any:
+    root = tmp_path_factory.mktemp(f"limits-{request.param}")
     warehouse = WarehouseSettings(path=root / "warehouse.duckdb", memory_limit="16MB", threads=1,
                                   max_temp_directory_size="1MB")  # fmt: skip
     settings = Settings(_env_file=None, warehouse=warehouse, logic=LogicSettings(cache_dir=root / "cache"))
-    handler = TransformHandler(settings, runner=SandboxedRunner.from_settings(settings))
+    runner = SandboxedRunner.from_settings(settings) if request.param == "sandboxed" else InProcessRunner()
+    handler = TransformHandler(settings, runner=runner)
     yield handler
     handler.runner.close()
 
