@@ -93,12 +93,8 @@ class LineageReceiver:
     def of_job(self, job_id: str) -> list[dict[str, Any]]:
         """The events of a job's run and of the runs whose parent it is, in the order they arrived."""
         with self._lock:
-            return [
-                e
-                for e in self.events
-                if e["run"]["runId"] == job_id
-                or (e["run"].get("facets") or {}).get("parent", {}).get("run", {}).get("runId") == job_id
-            ]
+            return [e for e in self.events if e["run"]["runId"] == job_id
+                    or (e["run"].get("facets") or {}).get("parent", {}).get("run", {}).get("runId") == job_id]
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +149,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, lineage_receiver: LineageRec
         upgrade(settings.registry.url)
         # The app jobs.submit sends with; imported now because celeryconfig reads these settings.
         import workers.app  # noqa: F401
-
         with devstack.workers(env, log_dir=state / "logs", cwd=REPO) as processes:
             yield Stack(env, endpoint, postgres, processes, state)
         for key, value in saved.items():
