@@ -132,6 +132,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, lineage_receiver: LineageRec
             "PUDATO_WAREHOUSE__EXTENSION_DIR": str(state / "duckdb_extensions"),
             "PUDATO_WORKER__LIVENESS_DIR": str(state / "liveness"),
             "PUDATO_LOGIC__CACHE_DIR": str(state / "logic"),
+            # A secret only the platform holds (trust authentication ignores it), distinct from moto's
+            # "testing" keys, so a test can look for it in logs and messages: the sandbox holds it as a DuckDB secret.
+            "PUDATO_WAREHOUSE__CATALOG_PASSWORD": "canary-catalog-secret-7f3b2e",
             # OpenLineage, configured its own way: every step of every test reports to the receiver.
             "OPENLINEAGE__TRANSPORT__TYPE": "http",
             "OPENLINEAGE__TRANSPORT__URL": lineage_receiver.url,

@@ -62,3 +62,22 @@ def test_a_pickled_message_is_refused(stack):
                         "the worker did not record the pickled message")
     assert "pickle" in rejected[0]["reason"]
     assert stack.workers["storage"].poll() is None
+
+
+def test_a_failed_query_keeps_the_inputs_it_was_reading(stack):
+    job = jobs.submit(
+        jobs.chain(
+            jobs.step("storage", "put", key="bad_input/people.csv", content="name\nada\ngrace\n"),
+            jobs.step("table", "load", table="bad_input_people", key="bad_input/people.csv"),
+            jobs.step("query", "run", sql="select cast(name as integer) as n from bad_input_people"),
+        )
+    )
+    record = jobs.wait(job.job_id, timeout=120)
+    assert record["status"] == "failed"
+    query = record["steps"][-1]
+    assert query["handler"] == "query"
+    assert query["status"] == "failed"
+    assert "ada" in query["error"]["message"]  # DuckDB names the value it could not convert
+    assert [ref["name"] for ref in query["inputs"]] == ["main.bad_input_people"]
+    loaded = record["steps"][1]["outputs"]
+    assert [ref["namespace"] for ref in query["inputs"]] == [ref["namespace"] for ref in loaded]

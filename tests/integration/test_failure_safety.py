@@ -16,6 +16,7 @@ import pytest
 from helpers import wait_for as _wait_for
 
 from pudato import devstack, jobs, queues
+from pudato.lineage.events import run_id
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ def test_a_worker_killed_mid_task_loses_nothing_and_the_step_completes_once(stac
     assert events == ["started", "started", "finished"], step["history"]
 
 
-def test_a_poison_message_is_dead_lettered_failed_and_replayed(stack, query_queue):
+def test_a_poison_message_is_dead_lettered_failed_and_replayed(stack, query_queue, lineage_receiver):
     sqs, url = query_queue
     dlq_arn = json.loads(
         sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"]
@@ -99,6 +100,13 @@ def test_a_poison_message_is_dead_lettered_failed_and_replayed(stack, query_queu
     assert step["error"]["type"] == "DeadLettered"
     assert "pudato-query-dlq" in step["error"]["message"]
     assert [e["event"] for e in step["history"]].count("lost") == 2
+    aborted = _wait_for(
+        lambda: [e for e in lineage_receiver.of_job(job.job_id) if e["eventType"] == "ABORT"],
+        60,
+        "no OpenLineage ABORT for the dead-lettered step",
+    )
+    assert [e["run"]["runId"] for e in aborted] == [run_id(step["id"])]
+    assert "DeadLettered" in aborted[0]["run"]["facets"]["errorMessage"]["message"]
 
     dead = _wait_for(lambda: queues.dead_letters(settings, "query"), 30, "nothing reached the dead-letter queue")
     assert [d["job_id"] for d in dead] == [job.job_id]

@@ -3,12 +3,15 @@
 The worker's environment holds the platform's secrets (the AWS keys, the registry
 URL). The sandboxed dbt process must not: ``env_var()`` of them falls back to its
 default, a Python model is refused before it runs, and ``/etc/passwd`` cannot be
-read into the lake. Nothing the worker records or sends carries the AWS secret.
+read into the lake, and an ``on-run-start`` hook is refused. Nothing the worker
+records, logs or sends on SNS carries the catalog password, a canary the stack
+sets (the sandbox holds it as a DuckDB secret).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -22,12 +25,14 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "name: hostile\nversion: '1.0.0'\nconfig-version: 2\nprofile: hostile\n"
 LEAK = ("select '{{ env_var('PUDATO_AWS__SECRET_ACCESS_KEY', 'absent') }}' as aws_secret, "
-        "'{{ env_var('PUDATO_REGISTRY__URL', 'absent') }}' as registry_url\n")  # fmt: skip
+        "'{{ env_var('PUDATO_REGISTRY__URL', 'absent') }}' as registry_url, "
+        "'{{ env_var('PUDATO_WAREHOUSE__CATALOG_PASSWORD', 'absent') }}' as catalog_password\n")  # fmt: skip
 RUN_PROGRAM = (
     "import subprocess\n\n\ndef model(dbt, session):\n"
     "    subprocess.run(['touch', '{marker}'])\n    return session.sql('select 1 as x')\n"
 )
 PASSWD = "select * from read_csv('/etc/passwd', delim=':', header=false)\n"
+HOOK = PROJECT + "on-run-start:\n  - \"copy (select 1 as x) to '{marker}'\"\n"
 
 
 def _branch(repo: Path, name: str, files: dict[str, str]) -> str:
@@ -55,6 +60,7 @@ def hostile(stack, tmp_path_factory):
         "leak": _branch(repo, "leak", {"models/hostile_leak.sql": LEAK}),
         "python": _branch(repo, "python", {"models/hostile_program.py": RUN_PROGRAM.format(marker=marker)}),
         "passwd": _branch(repo, "passwd", {"models/hostile_passwd.sql": PASSWD}),
+        "hook": _branch(repo, "hook", {"dbt_project.yml": HOOK.format(marker=marker), "models/hooked.sql": "select 1"}),
     }  # fmt: skip
 
 
@@ -76,7 +82,8 @@ def test_env_var_cannot_reach_the_workers_secrets(stack, hostile):
     job, step = _build(hostile, "leak")
     assert job["status"] == "succeeded", step["error"]
     with warehouse_backend(stack.settings()).connect(read_only=True) as con:
-        assert con.execute("select aws_secret, registry_url from hostile_leak").fetchall() == [("absent", "absent")]
+        leaked = con.execute("select aws_secret, registry_url, catalog_password from hostile_leak").fetchall()
+    assert leaked == [("absent", "absent", "absent")]
     recorded = json.dumps(job, default=str)
     assert secret not in recorded
     assert stack.env["PUDATO_REGISTRY__URL"] not in recorded
@@ -115,6 +122,54 @@ def test_etc_passwd_never_reaches_the_lake(stack, hostile):
     assert "disabled by configuration" in step["error"]["message"]
     assert "root:x:0:0" not in json.dumps(job, default=str)
     assert "hostile_passwd" not in _tables(stack)
+
+
+def test_an_on_run_start_hook_is_refused_and_never_runs(stack, hostile):
+    job, step = _build(hostile, "hook")
+    assert job["status"] == "failed"
+    assert step["error"]["type"] == "TransformRefused"
+    assert step["error"]["kind"] == "terminal"
+    assert "PUDATO_TRANSFORM__ALLOW_HOOKS" in step["error"]["message"]
+    assert "operation.hostile.hostile-on-run-start-0" in step["error"]["message"]
+    assert not hostile["marker"].exists()
+    assert "hooked" not in _tables(stack)
+
+
+def _subscribed_queue(stack, topic: str, name: str) -> str:
+    sqs, sns = stack.client("sqs"), stack.client("sns")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic_arn = sns.create_topic(Name=topic)["TopicArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    return url
+
+
+def _drain(stack, url: str, settle_s: float = 3.0) -> list[str]:
+    sqs = stack.client("sqs")
+    bodies, quiet_since = [], time.monotonic()
+    while time.monotonic() - quiet_since < settle_s:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        if messages:
+            quiet_since = time.monotonic()
+    return bodies
+
+
+def test_the_canary_secret_is_in_no_log_and_no_sns_message(stack, hostile):
+    canary = stack.env["PUDATO_WAREHOUSE__CATALOG_PASSWORD"]
+    assert canary != "testing"
+    queues = [_subscribed_queue(stack, topic, f"test-canary-{topic}") for topic in ("pudato-results", "pudato-events")]
+    steps = [_build(hostile, case)[1] for case in ("leak", "python", "passwd", "hook")]
+    job_ids = [step["job_id"] for step in steps]
+    bodies = [body for url in queues for body in _drain(stack, url)]
+    for job_id in job_ids:  # every job's Result and events were read, so the search below means something
+        assert any(job_id in body for body in bodies), job_id
+    assert not [body for body in bodies if canary in body]
+    log = stack.worker_log("transform")
+    assert all(step["id"] in log for step in steps)  # each step's task, by its id
+    assert canary not in log
 
 
 def _psql(stack, database: str, *statements: str) -> None:

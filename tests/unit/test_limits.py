@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from pudato import deadline
@@ -68,3 +69,20 @@ def test_a_result_over_the_size_cap_fails_with_the_way_out(settings, warehouse):
     assert result.status == "failed"
     assert result.error.type == "LimitExceeded"
     assert "PUDATO_WAREHOUSE__MAX_RESULT_BYTES" in result.error.message
+
+
+def test_spilling_past_the_temp_disk_limit_fails_naming_the_setting(tmp_path):
+    settings = Settings(_env_file=None, warehouse={"path": tmp_path / "warehouse.duckdb", "threads": 1,
+                                                   "memory_limit": "16MB", "temp_directory": tmp_path / "spill",
+                                                   "max_temp_directory_size": "1MB"})  # fmt: skip
+    con = DuckDBWarehouse.from_settings(settings).instance()
+    try:
+        (limit,) = con.execute("select current_setting('max_temp_directory_size')").fetchone()
+        assert limit == "976.5 KiB"  # 1MB
+        # About 100 MB of incompressible rows in an in-memory table: they must spill, and may spill only 1MB.
+        with pytest.raises(duckdb.OutOfMemoryException, match="max_temp_directory_size"):
+            con.execute("create table spilled as select md5(i::varchar) as s from range(3000000) t(i)")
+        (spilled,) = con.execute("select coalesce(sum(size), 0) from duckdb_temporary_files()").fetchone()
+        assert spilled <= 1_000_000
+    finally:
+        con.close()

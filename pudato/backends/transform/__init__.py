@@ -112,7 +112,7 @@ class DbtResult:
         if self.success and not failing:
             return None
         if failing:
-            detail = "; ".join(f"{item['unique_id']} ({item['status']}): {short(item.get('message'), 300)}"
+            detail = "; ".join(f"{item['unique_id']} ({item['status']}): {short(_node_message(item), 300)}"
                                for item in failing[:10])  # fmt: skip
         else:
             detail = short(self.error or "dbt reported failure without a node result") or ""
@@ -124,6 +124,15 @@ class DbtResult:
                 **details,
             )
         return TransformFailed(message, **details)
+
+
+def _node_message(item: dict[str, Any]) -> str:
+    """A node's message; for a Python model's traceback, its first line and the exception (what went wrong)."""
+    text = str(item.get("message") or "")
+    if "Traceback (most recent call last)" not in text:
+        return text
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{lines[0]} {lines[-1]}"
 
 
 class TransformRunner:

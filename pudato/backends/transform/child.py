@@ -6,10 +6,15 @@ request is ``{"invocation": DbtInvocation}``; an answer is
 ``{"result": DbtResult}`` or ``{"error": {"type", "message", "details"}}``.
 ``{"ping": true}`` is answered ``{"pong": true}``. The
 process ends when stdin closes (the worker stopped, or recycled it).
+
+Its arguments are the network it may use (:mod:`.network`): ``--network
+host:port`` for each endpoint, or ``--any-network`` when package downloads are
+allowed. The guard goes in before dbt is imported.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -23,10 +28,13 @@ from typing import Any
 
 from pudato.backends.transform import SANDBOX_PREFIX, DbtInvocation
 from pudato.backends.transform.engine import DbtEngine
+from pudato.backends.transform.network import install_guard
 from pudato.errors import PudatoError
 
 
-def serve() -> None:
+def serve(argv: list[str]) -> None:
+    if "--any-network" not in argv:
+        install_guard([value for flag, value in itertools.pairwise(argv) if flag == "--network"])
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # dbt (and anything a model prints) must never write into the answers
@@ -68,4 +76,4 @@ def _answer(engine: DbtEngine, line: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1:])

@@ -35,8 +35,19 @@ class InProcessRunner(TransformRunner):
 
     def invoke(self, invocation: DbtInvocation) -> DbtResult:
         with _DBT_LOCK:
-            return self.engine.invoke(invocation)
+            return self.engine.invoke(_temp_limit_enforced(invocation))
 
     def close(self) -> None:
         with _DBT_LOCK:
             self.engine.close()
+
+
+def _temp_limit_enforced(invocation: DbtInvocation) -> DbtInvocation:
+    """The invocation with the temp-disk limit also SET on each cursor: duckdb 1.5.5 does not enforce
+    it from the config given at connect (the sandbox sets it in its lockdown instead)."""
+    output = dict(invocation.output)
+    size = (output.get("config_options") or {}).get("max_temp_directory_size")
+    if not size:
+        return invocation
+    output["settings"] = {**(output.get("settings") or {}), "max_temp_directory_size": str(size)}
+    return DbtInvocation(**{**invocation.__dict__, "output": output})

@@ -14,7 +14,10 @@ replaced if it dies. The child gets:
   PostgreSQL secret: never in an ATTACH string, never in the environment);
 * DuckDB locked down once the warehouse is attached (:mod:`.lockdown`): no file
   or URL outside the lake's data, the project and the temp folder, no new
-  ATTACH, no extension loading, no switching the settings back.
+  ATTACH, no extension loading, no switching the settings back;
+* a network guard on its Python code (:mod:`.network`): sockets only to the
+  lake's S3 endpoint and the catalog (``network``; None leaves the network open,
+  for package downloads).
 
 Python models and hooks are refused in the child, on the parsed manifest
 (:mod:`.policy`), unless the settings allow them.
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -43,6 +47,7 @@ from pudato.backends.transform import (
     TransformRefused,
     TransformRunner,
 )
+from pudato.backends.transform.network import sandbox_endpoints
 from pudato.settings import Settings, environment_values
 
 _LOCKDOWN_PLUGIN = "pudato.backends.transform.lockdown"
@@ -71,13 +76,13 @@ class _ChildGone(Exception):
 class _Child:
     """One child process and its private folder."""
 
-    def __init__(self, python: str, env_vars: dict[str, str]) -> None:
+    def __init__(self, python: str, env_vars: dict[str, str], network: list[str] | None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix=SANDBOX_PREFIX))
         env = {**_BASE_ENV, **env_vars, "HOME": str(self.folder), "TMPDIR": str(self.folder),
                "PYTHONPATH": str(Path(pudato.__file__).resolve().parents[1])}  # fmt: skip
         self.stderr = open(self.folder / "stderr.log", "w+b")  # noqa: SIM115 - lives as long as the child
         self.process = subprocess.Popen(
-            [python, "-m", "pudato.backends.transform.child"],
+            [python, "-m", "pudato.backends.transform.child", *_network_args(network)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=env, cwd=self.folder, close_fds=True,
         )  # fmt: skip
@@ -126,6 +131,12 @@ class _Child:
         self._finalizer()
 
 
+def _network_args(network: list[str] | None) -> list[str]:
+    if network is None:
+        return ["--any-network"]
+    return [arg for endpoint in network for arg in ("--network", endpoint)]
+
+
 def _stop(process: subprocess.Popen[bytes], folder: Path, stderr: IO[bytes], pid: int) -> None:
     if pid == os.getpid():  # a child made before a fork belongs to the parent
         _close_quietly(process.stdin)
@@ -153,8 +164,10 @@ class SandboxedRunner(TransformRunner):
     kind: ClassVar[str] = "sandboxed"
 
     def __init__(self, env_vars: dict[str, str] | None = None, recycle_after: int = 200,
-                 python: str = sys.executable) -> None:  # fmt: skip
+                 python: str = sys.executable, network: Sequence[str] | None = ()) -> None:  # fmt: skip
+        """``network``: the ``host:port`` endpoints the child's Python code may reach (default none); None: any."""
         self.env_vars = dict(env_vars or {})
+        self.network = None if network is None else list(network)
         self.recycle_after = recycle_after
         self.python = python
         self._child: _Child | None = None
@@ -163,7 +176,8 @@ class SandboxedRunner(TransformRunner):
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxedRunner:
         transform = settings.transform
-        return cls(environment_values(transform.env_vars), transform.recycle_after)
+        network = None if transform.allow_package_downloads else sandbox_endpoints(settings)
+        return cls(environment_values(transform.env_vars), transform.recycle_after, network=network)
 
     def invoke(self, invocation: DbtInvocation) -> DbtResult:
         with self._lock:
@@ -208,7 +222,7 @@ class SandboxedRunner(TransformRunner):
             self._drop()
             child = None
         if child is None:
-            child = self._child = _Child(self.python, self.env_vars)
+            child = self._child = _Child(self.python, self.env_vars, self.network)
         return child
 
     def _drop(self) -> None:
@@ -224,7 +238,10 @@ class SandboxedRunner(TransformRunner):
         data_paths = [str((a.get("options") or {}).get("data_path")) for a in attachments
                       if (a.get("options") or {}).get("data_path")]  # fmt: skip
         allowed = [*data_paths, str(Path(invocation.project_dir).resolve()) + "/", str(folder) + "/"]
-        plugin = {"module": _LOCKDOWN_PLUGIN, "config": {"allowed_directories": sorted(set(allowed))}}
-        output["plugins"] = [*(output.get("plugins") or []), plugin]
-        output["config_options"] = {**(output.get("config_options") or {}), "temp_directory": str(folder / "duckdb")}
+        config_options = {**(output.get("config_options") or {}), "temp_directory": str(folder / "duckdb")}
+        config: dict[str, Any] = {"allowed_directories": sorted(set(allowed))}
+        if config_options.get("max_temp_directory_size"):
+            config["max_temp_directory_size"] = str(config_options["max_temp_directory_size"])
+        output["plugins"] = [*(output.get("plugins") or []), {"module": _LOCKDOWN_PLUGIN, "config": config}]
+        output["config_options"] = config_options
         return DbtInvocation(**{**invocation.__dict__, "output": output})

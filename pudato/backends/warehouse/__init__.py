@@ -270,6 +270,14 @@ def instance_limits(settings: WarehouseSettings) -> dict[str, Any]:
     return limits
 
 
+def enforce_limits(con: Any, limits: Mapping[str, Any]) -> None:
+    """Set again what an instance's config does not enforce: duckdb 1.5.5 shows a
+    ``max_temp_directory_size`` given at connect but lets the temp folder's free space win."""
+    if limits.get("max_temp_directory_size"):
+        size = str(limits["max_temp_directory_size"]).replace("'", "''")
+        con.execute(f"SET max_temp_directory_size = '{size}'")
+
+
 def schema_fingerprint(columns: Sequence[dict[str, Any]]) -> str:
     """sha256 of the ordered (name, type) pairs: equal fingerprints, same table shape."""
     shape = json.dumps([[c["name"], c["type"]] for c in columns], separators=(",", ":"))

@@ -115,4 +115,6 @@ class DuckDBWarehouse(DuckDBEngine):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # keep_open: one DuckDB instance for the whole run (reopening per node doubled the build time);
         # the transform handler closes it when the invocation ends, letting go of the file lock.
-        return {"type": "duckdb", "path": str(self.path), "schema": schema, "threads": 1, "keep_open": True}
+        # config_options: DuckDB's own memory, threads and spill limits (dbt's "threads" is its node parallelism).
+        return {"type": "duckdb", "path": str(self.path), "schema": schema, "threads": 1, "keep_open": True,
+                "config_options": dict(self.limits)}  # fmt: skip

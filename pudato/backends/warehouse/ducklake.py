@@ -314,6 +314,7 @@ class DuckLakeWarehouse(DuckDBEngine):
                 "autoinstall_known_extensions": False,
                 "autoload_known_extensions": True,
                 "extension_directory": str(self.extension_dir),
+                **self.limits,  # DuckDB's memory, threads and spill limits (dbt's "threads" is its parallelism)
             },
         }
         secrets = [_dbt_secret(self.aws, self.data_path)] if self.aws is not None else []

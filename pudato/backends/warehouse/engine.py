@@ -34,12 +34,7 @@ from urllib.parse import urlparse
 
 import duckdb
 
-from pudato.backends.warehouse import (
-    TableName,
-    WarehouseBackend,
-    parse_table_name,
-    quote_identifier,
-)
+from pudato.backends.warehouse import TableName, WarehouseBackend, enforce_limits, parse_table_name, quote_identifier
 from pudato.backends.warehouse.session import Policy, Session
 from pudato.backends.warehouse.sql import scrubbed, sql_string, translate_error
 from pudato.backoff import Backoff
@@ -213,6 +208,7 @@ class DuckDBEngine(WarehouseBackend):
             },
         )
         try:
+            enforce_limits(con, self.limits)
             for name in names:
                 load_extension(con, name, self.extension_dir)
             if not verified:
