@@ -254,6 +254,12 @@ def _plan(
         drift.retyped = retyped(matches, {r.source or "": str(r.type) for r in reads}, existing)
     elif not staged.text:
         drift.retyped = retyped(matches, staged.types, {r.name: str(r.type) for r in reads})
+    elif keep_table:
+        # The table's types read this release; what its values are is inferred only to report a change.
+        matched = [ColumnRead(r.name, r.source, None, r.format) for r in reads if r.source and r.name in existing]
+        release = infer_types(session, staged, matched, rules.text, empty="")
+        observed = {r.source or "": release.get(r.name) for r in matched}
+        drift.retyped = retyped(matches, observed, existing, widening=True)
     drift.apply(rules.policies)
     new_columns = [r for r in reads if keep_table and r.name not in existing]
     rows_before = session.count(table) if table else None
@@ -262,6 +268,17 @@ def _plan(
         if stand_in in renamed:
             renamed[f"(blank header, column {stable.rsplit('_', 1)[1]})"] = renamed.pop(stand_in)
     return _Plan(table, payload.mode if keep_table else "replace", reads, new_columns, drift, rows_before, renamed)
+
+
+def release_reads(headers: list[str], names: list[str], rules: LoadRules) -> list[ColumnRead]:
+    """A release's columns as a first load reads them: headers matched to the contract's columns (by name or
+    alias), with its types, formats and constraints; a contract column the file lacks is NULL."""
+    matches, drift = match_columns(headers, names, list(rules.columns) or None, rules.columns, normalize_name)
+    reads = [_read(m, rules, {}, False) for m in matches]
+    for column in drift.removed if rules.columns else []:
+        spec = rules.columns[column]
+        reads.append(ColumnRead(column, None, rules.types.get(column) or "VARCHAR", nullable=spec.nullable))
+    return reads
 
 
 def _read(match: Match, rules: LoadRules, existing: dict[str, str], all_varchar: bool) -> ColumnRead:

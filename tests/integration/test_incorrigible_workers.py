@@ -29,7 +29,7 @@ name: oxford_spend
 columns:
   paid_date: {type: date, format: "%d/%m/%Y"}
   amount: {type: "decimal(12,2)"}
-policies: {added: {added}, removed: warn, renamed: warn, retyped: fail}
+policies: {added: {added}, removed: warn, renamed: warn, retyped: {retyped}}
 """
 PIPELINE = """
 name: {name}
@@ -61,8 +61,9 @@ def logic(stack, tmp_path_factory) -> str:
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
     files = {
-        "datasets/oxford_spend.yml": CONTRACT.replace("{added}", "evolve"),
-        "datasets/oxford_strict.yml": CONTRACT.replace("{added}", "fail").replace("oxford_spend", "oxford_strict"),
+        "datasets/oxford_spend.yml": CONTRACT.replace("{added}", "evolve").replace("{retyped}", "warn"),
+        "datasets/oxford_strict.yml": CONTRACT.replace("{added}", "fail").replace("{retyped}", "fail")
+        .replace("oxford_spend", "oxford_strict"),
         "pipelines/oxford.yml": PIPELINE.format(name="oxford", table="ox_spend", contract="oxford_spend"),
         "pipelines/oxford_strict.yml": STRICT,
     }
@@ -93,6 +94,7 @@ def test_releases_append_with_the_contracts_types_and_rejects_are_kept(stack, lo
     q2 = _step(job, "q2")["data"]
     assert q2["validation"]["counts"] == {"type": 20}
     assert q2["validation"]["errors"][0]["value"] == "00:00:00"
+    assert q2["drift"]["retyped"] == [{"column": "paid_date", "from": "DATE", "to": "VARCHAR"}]
     assert q2["contract"]["path"] == "datasets/oxford_spend.yml"
     assert _rows(stack, "SELECT DISTINCT typeof(paid_date) FROM ox_spend") == [("DATE",)]
     assert _rows(stack, "SELECT count(*) FROM ox_spend") == [(40 + 43,)]

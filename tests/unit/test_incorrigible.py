@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -290,6 +291,62 @@ def test_a_query_in_place_reads_a_csv_as_a_load_does(tables, settings, storage, 
     assert result.data["row_count"] == loaded.data["rows"]
 
 
+QUERY_CONTRACT = """
+name: spend_q1
+columns:
+  paid_date: {type: date, format: "%d/%m/%Y"}
+  amount: {type: "decimal(12,2)"}
+  unit: {aliases: [organisational_unit]}
+  expenditure_code: {pattern: "[A-Z][0-9]{4}"}
+"""
+
+
+def _logic_repo(root: Path, files: dict[str, str]) -> str:
+    git = ["git", "-C", str(root), "-c", "user.name=Analyst", "-c", "user.email=analyst@example.org"]
+    root.mkdir()
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "contract"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_query_in_place_with_a_contract_reads_a_csv_as_a_contracted_load_does(tables, settings, storage, tmp_path):
+    from pudato.backends.logic.git import GitLogicRepository
+    from pudato.handlers.query import QueryHandler
+
+    repo = tmp_path / "logic"
+    sha = _logic_repo(repo, {"datasets/spend_q1.yml": QUERY_CONTRACT})
+    tables._logic = GitLogicRepository(tmp_path / "cache")
+    pinned = {"logic_repo": str(repo), "logic_version": sha, "job_id": "job-1"}
+    loaded = tables.execute(Command(handler="table", action="load", **pinned, payload={
+        "table": "spend", "key": "raw/oxford_spend_2014_q1.csv", "contract": "spend_q1"}))
+    ok(loaded)
+    query = QueryHandler(settings, storage, DuckDBWarehouse.from_settings(settings))
+    query._logic = tables._logic
+    result = query.execute(Command(handler="query", action="run", **pinned, payload={
+        "sql": "SELECT * FROM release", "limit": 5000,
+        "sources": {"release": {"key": "raw/oxford_spend_2014_q1.csv", "contract": "spend_q1", "encoding": "utf-8"}},
+    }))
+    assert result.status == "succeeded", result.error
+    assert result.data["columns"] == [{"name": c["name"], "type": c["type"]} for c in loaded.data["columns"]]
+    assert result.data["row_count"] == loaded.data["rows"]
+    assert loaded.data["validation"]["counts"] == {"pattern": 1}
+
+
+def test_a_query_source_contract_needs_a_pinned_commit(settings, storage):
+    from pudato.handlers.query import QueryHandler
+
+    query = QueryHandler(settings, storage, DuckDBWarehouse.from_settings(settings))
+    result = query.execute(Command(handler="query", action="run", job_id="job-1", payload={
+        "sql": "SELECT * FROM r", "sources": {"r": {"key": "raw/oxford_spend_2014_q1.csv", "contract": "spend_q1"}},
+    }))
+    assert result.error.type == "InvalidCommand"
+    assert "job's commit" in result.error.message
+
+
 def test_a_query_in_place_names_a_blank_header_as_a_load_does(tables, settings, storage):
     from pudato.handlers.query import QueryHandler
 
@@ -327,3 +384,27 @@ def test_a_key_naming_a_missing_column_is_refused(tables):
     result = run(tables, table="k", key="raw/oxford_spend_2014_q1.csv", unique_key=["transaction"], mode="upsert")
     assert result.error.type == "InvalidCommand"
     assert "['transaction']" in result.error.message
+
+
+def test_an_append_reports_a_column_whose_values_no_longer_fit_and_keeps_them(tables, warehouse):
+    ok(run(tables, table="ox", key="raw/oxford_spend_2014_q1.csv", date_formats=DATE_FORMAT))
+    result = ok(run(tables, table="ox", key="raw/oxford_spend_2014_q2.csv", mode="append", date_formats=DATE_FORMAT))
+    assert result.data["drift"]["retyped"] == [{"column": "paid_date", "from": "DATE", "to": "VARCHAR"}]
+    assert result.data["validation"]["counts"] == {"type": 20}
+    assert fetch(warehouse, "SELECT count(*) FROM ox__rejected") == [(20,)]
+
+
+def test_an_append_of_narrower_values_is_no_retype(tables):
+    ok(run(tables, table="ox", key="raw/oxford_spend_2014_q1.csv", date_formats=DATE_FORMAT,
+           types={"amount": "DECIMAL(12,2)"}))
+    result = ok(run(tables, table="ox", key="raw/oxford_spend_2014_q3.csv", mode="append", date_formats=DATE_FORMAT))
+    assert result.data["drift"]["retyped"] == []
+
+
+def test_an_append_whose_values_changed_type_fails_on_a_fail_policy_and_writes_nothing(tables, warehouse):
+    ok(run(tables, table="ox", key="raw/oxford_spend_2014_q1.csv", date_formats=DATE_FORMAT))
+    before = fetch(warehouse, "SELECT count(*) FROM ox")
+    refused = run(tables, table="ox", key="raw/oxford_spend_2014_q2.csv", mode="append", date_formats=DATE_FORMAT,
+                  contract={"policies": {"retyped": "fail"}})
+    assert refused.error.type == "DriftRefused"
+    assert fetch(warehouse, "SELECT count(*) FROM ox") == before

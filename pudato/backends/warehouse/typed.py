@@ -149,31 +149,55 @@ def _csv_reader(location: str, header: bool, delimiter: str | None) -> str:
     return f"read_csv({sql_string(location)}, {', '.join(options)})"
 
 
-def csv_select(location: str, label: str, names_for: Callable[[list[str]], list[str]]) -> str:
-    """A load's reading of a CSV file (no contract) as one subquery, so a query in place sees what a load stores.
+def csv_select(
+    location: str,
+    label: str,
+    reads_for: Callable[[list[str]], list[ColumnRead]],
+    rules: TextRules | None = None,
+) -> str:
+    """A load's reading of a CSV file as one subquery, so a query in place sees what a load stores.
 
-    Same reader, same header names (``names_for``), same types inferred from
-    every value, blank records left out. The inference runs on a private
-    in-memory instance, before the query's sandbox is closed.
+    Same reader; the same columns (``reads_for`` gives the headers' columns, with
+    the contract's types, formats and constraints when there is one); the same
+    types, inferred from every value where none is given; the same parsing rules;
+    and the same rows: blank records and rows a load would reject (a value that
+    does not fit, a null, allowed value or pattern constraint broken) are left
+    out. The inference runs on a private in-memory instance, before the query's
+    sandbox is closed.
     """
     import duckdb
 
+    rules = rules or TextRules()
     scratch = Session(duckdb.connect(":memory:"), "memory")
     try:
         staged = stage_file(scratch, "csv", location, label)
-        names = names_for(staged.headers)
-        rules = TextRules()
-        reads = [ColumnRead(n, h) for h, n in zip(staged.headers, names, strict=True)]
+        reads = reads_for(staged.headers)
         types = infer_types(scratch, staged, reads, rules)
     finally:
         scratch.con.close()
-    columns = ", ".join(
-        f"CAST({parse_expression(_token(quote_identifier(h), True, rules), types[n], None, rules)} AS {types[n]}) "
-        f"AS {quote_identifier(n)}"
-        for h, n in zip(staged.headers, names, strict=True)
-    )
+    tokens, columns, kept = [], [], []
+    for i, read in enumerate(reads):
+        type_ = read.type or types[read.name]
+        if read.source is None:
+            columns.append(f"CAST(NULL AS {type_}) AS {quote_identifier(read.name)}")
+            kept += [] if read.nullable else ["false"]
+            continue
+        t = _alias("t", i)
+        tokens.append(f"{_token(quote_identifier(read.source), True, rules)} AS {t}")
+        parsed = f"CAST({parse_expression(t, type_, read.format, rules)} AS {type_})"
+        columns.append(f"{parsed} AS {quote_identifier(read.name)}")
+        if read.type and base_type(type_) not in TEXT_TYPES:
+            kept.append(f"({t} IS NULL OR {parsed} IS NOT NULL)")
+        if not read.nullable:
+            kept.append(f"{parsed} IS NOT NULL")
+        if read.allowed is not None:
+            kept.append(f"({t} IS NULL OR {t} IN ({', '.join(sql_string(a) for a in read.allowed) or 'NULL'}))")
+        if read.pattern is not None:
+            kept.append(f"({t} IS NULL OR regexp_full_match({t}, {sql_string(read.pattern)}))")
     reader = _csv_reader(location, True, None)
-    return f"(SELECT {columns} FROM {reader} WHERE NOT ({_blank(staged.headers)}))"
+    inner = f"SELECT {', '.join(tokens) or 'NULL'} FROM {reader} WHERE NOT ({_blank(staged.headers)})"
+    where = f" WHERE {' AND '.join(kept)}" if kept else ""
+    return f"(SELECT {', '.join(columns)} FROM ({inner}){where})"
 
 
 def _read_error(exc: PudatoError, fmt: str, location: str, label: str) -> PudatoError:
@@ -278,7 +302,9 @@ def parse_expression(value: str, type_: str, fmt: str | None, rules: TextRules) 
 # -- inference ----------------------------------------------------------------------
 
 
-def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead], rules: TextRules) -> dict[str, str]:
+def infer_types(
+    session: Session, staged: Staged, columns: Sequence[ColumnRead], rules: TextRules, empty: str = "VARCHAR"
+) -> dict[str, str]:
     """A type for each column without one, from every value: the narrowest that takes them all.
 
     Codes with leading zeros (``02``) stay text; dates are taken only in ISO form
@@ -341,7 +367,7 @@ def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead],
     row = [int(v) for v in session.rows(f"SELECT {', '.join(aggregates)} FROM {source}")[0]]
     for i, c in enumerate(wanted):
         n_, ints, decs, scale, digits, dates, bools = row[i * 7 : i * 7 + 7]
-        found[c.name] = _narrowest(n_, ints, decs, scale, digits, dates, bools, c.format)
+        found[c.name] = _narrowest(n_, ints, decs, scale, digits, dates, bools, c.format) if n_ else empty
     return found
 
 
