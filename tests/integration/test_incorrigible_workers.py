@@ -100,6 +100,11 @@ def test_releases_append_with_the_contracts_types_and_rejects_are_kept(stack, lo
     assert _rows(stack, "SELECT count(*) FROM ox_spend") == [(40 + 43,)]
     assert _rows(stack, "SELECT count(*), min(reasons) FROM ox_spend__rejected") == [(20, "paid_date: type")]
     assert q2["validation"]["rejected_table"] == "main.ox_spend__rejected"
+    version = stack.client("s3").head_object(Bucket=BUCKET, Key="ox/q2.csv")["VersionId"]
+    assert _rows(stack, "SELECT DISTINCT source_version FROM ox_spend__rejected") == [(version,)]
+    lines = (DATA / "oxford_spend_2014_q2.csv").read_text().splitlines()
+    undated = [(n,) for n, text in enumerate(lines, start=1) if ",00:00:00," in text]
+    assert _rows(stack, 'SELECT "line" FROM ox_spend__rejected ORDER BY "line"') == undated
     q1 = _step(job, "q1")["data"]["drift"]
     assert q1["added"] == ["caporrev"]
     assert q1["removed"] == ["type"]

@@ -408,3 +408,12 @@ def test_an_append_whose_values_changed_type_fails_on_a_fail_policy_and_writes_n
                   contract={"policies": {"retyped": "fail"}})
     assert refused.error.type == "DriftRefused"
     assert fetch(warehouse, "SELECT count(*) FROM ox") == before
+
+
+def test_a_rejected_row_keeps_its_record_number_and_its_line_in_the_file(tables, warehouse):
+    ok(run(tables, table="q1", key="raw/oxford_spend_2014_q1.csv",
+           contract={"columns": {"expenditure_code": {"pattern": "[A-Z][0-9]{4}"}}}))
+    lines = (DATA / "oxford_spend_2014_q1.csv").read_text().splitlines()
+    broken = [n for n, text in enumerate(lines, start=1) if ",Z400404," in text]
+    kept = fetch(warehouse, 'SELECT "row", "line" FROM q1__rejected ORDER BY "row"')
+    assert kept == [(n - 1, n) for n in broken]

@@ -73,6 +73,7 @@ class Staged:
     short_count: int = 0
     long: list[int] = field(default_factory=list)
     long_count: int = 0
+    header_lines: int = 0  # lines before the first record: a record's line in the file is its number plus these
 
 
 def base_type(type_: str) -> str:
@@ -105,6 +106,7 @@ def stage_file(
         headers, {d[0]: str(d[1]) for d in described}, fmt in ("csv", "xlsx"),
         _count(session, f"SELECT count(*) FROM {RAW}"),
     )
+    staged.header_lines = int(header and fmt in ("csv", "xlsx"))
     if fmt == "csv":
         staged.blank = _count(session, f"SELECT count(*) FROM {RAW} WHERE {_blank(headers)}")
         # A record longer than the header makes DuckDB add columns; records are short against the header.
