@@ -417,3 +417,36 @@ def test_a_rejected_row_keeps_its_record_number_and_its_line_in_the_file(tables,
     broken = [n for n, text in enumerate(lines, start=1) if ",Z400404," in text]
     kept = fetch(warehouse, 'SELECT "row", "line" FROM q1__rejected ORDER BY "row"')
     assert kept == [(n - 1, n) for n in broken]
+
+
+def test_a_wrong_utf8_names_the_line_and_column_of_the_first_bad_byte(tables):
+    result = run(tables, table="cp", key="raw/oxford_spend_2014_q3_cp1252.csv", encoding="utf-8")
+    assert result.error.type == "InvalidCommand"
+    assert "(line 3, column 'Supplier Name')" in result.error.message
+    assert result.error.details["line"] == 3
+    assert result.error.details["column"] == "Supplier Name"
+
+
+def test_a_wrong_explicit_encoding_names_the_byte_line_and_column_in_the_file(tables):
+    result = run(tables, table="cp", key="raw/oxford_spend_2014_q3_cp1252.csv", encoding="ascii")
+    assert result.error.type == "InvalidCommand"
+    assert "at byte 433 (line 3, column 'Supplier Name')" in result.error.message
+    assert result.error.details["line"] == 3
+
+
+def test_unreadable_json_lines_name_the_bad_line(tables, storage):
+    storage.put_bytes("raw/bad.jsonl", b'{"a": 1}\n{"a": 2}\n{not json\n{"a": 3}\n')
+    result = run(tables, table="j", key="raw/bad.jsonl")
+    assert result.error.type == "InvalidCommand"
+    assert "(line 3)" in result.error.message
+    assert result.error.details["line"] == 3
+
+
+def test_duckdbs_csv_line_number_is_kept_as_ours():
+    from pudato.backends.warehouse.read_errors import read_error
+    from pudato.errors import PudatoError
+
+    duckdb_error = PudatoError("DuckDB InvalidInputException: Invalid Input Error: CSV Error on Line: 31\nOriginal...")
+    error = read_error(duckdb_error, "csv", "/tmp/x.csv", "s3://b/spend.csv")
+    assert error.details["line"] == 31
+    assert "CSV Error on Line: 31" in error.message

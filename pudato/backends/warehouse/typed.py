@@ -24,6 +24,7 @@ from typing import Literal
 
 from pudato.backends.warehouse import quote_identifier
 from pudato.backends.warehouse.engine import load_extension
+from pudato.backends.warehouse.read_errors import read_error
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import sql_string
 from pudato.contracts.model import ColumnRead, TextRules
@@ -99,7 +100,7 @@ def stage_file(
     try:
         session.execute(f"CREATE OR REPLACE TEMP TABLE {RAW} AS SELECT * FROM {reader}", record=False)
     except PudatoError as exc:
-        raise _read_error(exc, fmt, location, label) from None
+        raise read_error(exc, fmt, location, label) from None
     described = session.execute(f"SELECT * FROM {RAW} LIMIT 0", record=False).description
     headers = [d[0] for d in described]
     staged = Staged(
@@ -200,15 +201,6 @@ def csv_select(
     inner = f"SELECT {', '.join(tokens) or 'NULL'} FROM {reader} WHERE NOT ({_blank(staged.headers)})"
     where = f" WHERE {' AND '.join(kept)}" if kept else ""
     return f"(SELECT {', '.join(columns)} FROM ({inner}){where})"
-
-
-def _read_error(exc: PudatoError, fmt: str, location: str, label: str) -> PudatoError:
-    """DuckDB's reader error as ours: the dataset's name instead of a temp path, no DuckDB options."""
-    text = exc.message.replace(location, label)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
-    first = re.sub(r"^DuckDB \w+: (\w+ Error: )?", "", first)
-    fix = "check the file's format, delimiter and encoding (payload options format, delimiter, encoding)"
-    return InvalidCommand(f"cannot read {label} as {fmt}: {first[:300]}; {fix}", dataset=label, format=fmt)
 
 
 def not_blank(staged: Staged) -> str:
