@@ -97,7 +97,7 @@ def own_broker(stack, tmp_path_factory) -> Iterator[tuple[Broker, dict, object, 
     broker.start()
     from celery import Celery
 
-    app = Celery("pudato", control="workers.monitoring:Control")
+    app = Celery("pudato", control="workers.monitoring:Control", set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.broker_url = f"sqs://testing:testing@127.0.0.1:{broker.port}"
     try:
