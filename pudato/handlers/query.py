@@ -253,7 +253,8 @@ class QueryHandler(WarehouseHandler):
             )
         found = read_contract(self.logic, str(command.logic_repo), str(command.logic_version), contract, True)
         rules = merge_options(found, Parsing(), {}, {}, None)
-        return csv_select(location, label, lambda headers: release_reads(headers, names(headers), rules), rules.text)
+        return csv_select(location, label, lambda headers: release_reads(headers, names(headers), rules),
+                          rules.text, rules.key)
 
     def _store(
         self,

@@ -313,27 +313,35 @@ def _logic_repo(root: Path, files: dict[str, str]) -> str:
     return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def test_a_query_in_place_with_a_contract_reads_a_csv_as_a_contracted_load_does(tables, settings, storage, tmp_path):
+# A key that repeats in the release: a load rejects every repeat after the first as 'unique'.
+KEYED_CONTRACT = QUERY_CONTRACT.replace("name: spend_q1", "name: spend_q1\nkey: [expenditure_code]")
+
+
+@pytest.mark.parametrize(("contract", "counts"), [("spend_q1", {"pattern": 1}),
+                                                   ("spend_keyed", {"pattern": 1, "unique": 30})])
+def test_a_query_in_place_with_a_contract_reads_a_csv_as_a_contracted_load_does(
+    tables, settings, storage, tmp_path, contract, counts
+):
     from pudato.backends.logic.git import GitLogicRepository
     from pudato.handlers.query import QueryHandler
 
     repo = tmp_path / "logic"
-    sha = _logic_repo(repo, {"datasets/spend_q1.yml": QUERY_CONTRACT})
+    sha = _logic_repo(repo, {"datasets/spend_q1.yml": QUERY_CONTRACT, "datasets/spend_keyed.yml": KEYED_CONTRACT})
     tables._logic = GitLogicRepository(tmp_path / "cache")
     pinned = {"logic_repo": str(repo), "logic_version": sha, "job_id": "job-1"}
     loaded = tables.execute(Command(handler="table", action="load", **pinned, payload={
-        "table": "spend", "key": "raw/oxford_spend_2014_q1.csv", "contract": "spend_q1"}))
+        "table": "spend", "key": "raw/oxford_spend_2014_q1.csv", "contract": contract}))
     ok(loaded)
     query = QueryHandler(settings, storage, DuckDBWarehouse.from_settings(settings))
     query._logic = tables._logic
     result = query.execute(Command(handler="query", action="run", **pinned, payload={
         "sql": "SELECT * FROM release", "limit": 5000,
-        "sources": {"release": {"key": "raw/oxford_spend_2014_q1.csv", "contract": "spend_q1", "encoding": "utf-8"}},
+        "sources": {"release": {"key": "raw/oxford_spend_2014_q1.csv", "contract": contract, "encoding": "utf-8"}},
     }))
     assert result.status == "succeeded", result.error
     assert result.data["columns"] == [{"name": c["name"], "type": c["type"]} for c in loaded.data["columns"]]
     assert result.data["row_count"] == loaded.data["rows"]
-    assert loaded.data["validation"]["counts"] == {"pattern": 1}
+    assert loaded.data["validation"]["counts"] == counts
 
 
 def test_a_query_source_contract_needs_a_pinned_commit(settings, storage):

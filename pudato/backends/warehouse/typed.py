@@ -157,6 +157,7 @@ def csv_select(
     label: str,
     reads_for: Callable[[list[str]], list[ColumnRead]],
     rules: TextRules | None = None,
+    key: Sequence[str] = (),
 ) -> str:
     """A load's reading of a CSV file as one subquery, so a query in place sees what a load stores.
 
@@ -164,8 +165,8 @@ def csv_select(
     the contract's types, formats and constraints when there is one); the same
     types, inferred from every value where none is given; the same parsing rules;
     and the same rows: blank records and rows a load would reject (a value that
-    does not fit, a null, allowed value or pattern constraint broken) are left
-    out. The inference runs on a private in-memory instance, before the query's
+    does not fit, a null, allowed value or pattern constraint broken, a ``key``
+    seen earlier in the file) are left out. The inference runs on a private in-memory instance, before the query's
     sandbox is closed.
     """
     import duckdb
@@ -178,29 +179,36 @@ def csv_select(
         types = infer_types(scratch, staged, reads, rules)
     finally:
         scratch.con.close()
-    tokens, columns, kept = [], [], []
+    tokens, values, kept = [], [], []
     for i, read in enumerate(reads):
-        type_ = read.type or types[read.name]
+        type_, t, v = read.type or types[read.name], _alias("t", i), _alias("v", i)
         if read.source is None:
-            columns.append(f"CAST(NULL AS {type_}) AS {quote_identifier(read.name)}")
+            values.append(f"CAST(NULL AS {type_}) AS {v}")
             kept += [] if read.nullable else ["false"]
             continue
-        t = _alias("t", i)
         tokens.append(f"{_token(quote_identifier(read.source), True, rules)} AS {t}")
-        parsed = f"CAST({parse_expression(t, type_, read.format, rules)} AS {type_})"
-        columns.append(f"{parsed} AS {quote_identifier(read.name)}")
+        values.append(f"CAST({parse_expression(t, type_, read.format, rules)} AS {type_}) AS {v}")
         if read.type and base_type(type_) not in TEXT_TYPES:
-            kept.append(f"({t} IS NULL OR {parsed} IS NOT NULL)")
+            kept.append(f"({t} IS NULL OR {v} IS NOT NULL)")
         if not read.nullable:
-            kept.append(f"{parsed} IS NOT NULL")
+            kept.append(f"{v} IS NOT NULL")
         if read.allowed is not None:
             kept.append(f"({t} IS NULL OR {t} IN ({', '.join(sql_string(a) for a in read.allowed) or 'NULL'}))")
         if read.pattern is not None:
             kept.append(f"({t} IS NULL OR regexp_full_match({t}, {sql_string(read.pattern)}))")
+    index = {r.name: i for i, r in enumerate(reads)}
+    keys = [_alias("v", index[k]) for k in key if k in index]
+    if keys:  # a key seen before in the file is a load's 'unique' rejection, whatever else that row holds
+        present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
+        values.append(f"CASE WHEN {present} THEN row_number() OVER (PARTITION BY {', '.join(keys)} "
+                      "ORDER BY __pudato_row) END AS __pudato_seen")
+        kept.append("coalesce(__pudato_seen, 1) = 1")
     reader = _csv_reader(location, True, None)
-    inner = f"SELECT {', '.join(tokens) or 'NULL'} FROM {reader} WHERE NOT ({_blank(staged.headers)})"
+    inner = (f"SELECT {', '.join([*tokens, 'row_number() OVER () AS __pudato_row'])} "
+             f"FROM {reader} WHERE NOT ({_blank(staged.headers)})")
     where = f" WHERE {' AND '.join(kept)}" if kept else ""
-    return f"(SELECT {', '.join(columns)} FROM ({inner}){where})"
+    named = ", ".join(f"{_alias('v', i)} AS {quote_identifier(r.name)}" for i, r in enumerate(reads))
+    return f"(SELECT {named} FROM (SELECT *, {', '.join(values)} FROM ({inner})){where})"
 
 
 def not_blank(staged: Staged) -> str:
