@@ -12,8 +12,12 @@ it back through the ordinary AWS API:
 
 * S3: buckets (region, versioning, default encryption, public access block, policy,
   tags) and every object version and delete marker in order, with content, content
-  type, encoding and user metadata. Version ids and timestamps are new (so version
-  ids recorded in the registry no longer match); object tags and ACLs are not kept.
+  type, encoding and user metadata, and its version id and last-modified time. The
+  API gives every re-put version a new id, so :func:`restore`, which runs in the
+  server's process, then sets each version's recorded id and time back in moto's
+  memory: version ids recorded in the registry still name the same bytes, and exact
+  reruns keep working across a restart. A snapshot of format 1 held no ids: its
+  versions keep the new ones. Object tags and ACLs are not kept.
 * SQS: queues with their attributes (redrive policies included) and tags, and every
   message not yet deleted (visible, delayed or in flight) with its attributes, sent
   again as a new visible message: new message id, receive count back to 0, no delay.
@@ -28,13 +32,15 @@ Nothing else moto emulates is kept.
 from __future__ import annotations
 
 import base64
+import datetime
 import functools
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+_READABLE_FORMATS = (1, 2)  # format 1 held no version ids: those versions get new ones
 MOTO_ACCESS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 # Object metadata moto keeps that maps back to a PutObject parameter.
@@ -80,34 +86,45 @@ def _regions() -> list[str]:
 
 def snapshot_api(endpoint: str) -> dict[str, Any]:
     """Read the configuration of buckets, queues, topics and subscriptions through the API."""
+    regions = _regions()
+    return {"format": STATE_FORMAT, "saved_at": time.time(), "s3": _snapshot_s3(endpoint),
+            "sqs": _snapshot_sqs(endpoint, regions), "sns": _snapshot_sns(endpoint, regions)}
+
+
+def _optional(call: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any] | None:
     from botocore.exceptions import ClientError
 
-    def optional(call: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any] | None:
-        try:
-            response = call(**kwargs)
-        except ClientError:
-            return None  # e.g. NoSuchBucketPolicy: the setting is absent
-        response.pop("ResponseMetadata", None)
-        return response
+    try:
+        response = call(**kwargs)
+    except ClientError:
+        return None  # e.g. NoSuchBucketPolicy: the setting is absent
+    response.pop("ResponseMetadata", None)
+    return response
 
+
+def _snapshot_s3(endpoint: str) -> list[dict[str, Any]]:
     s3 = _client("s3", endpoint)
     buckets = []
     for bucket in s3.list_buckets().get("Buckets", []):
         name = bucket["Name"]
         buckets.append({
             "name": name,
-            "region": (optional(s3.get_bucket_location, Bucket=name) or {}).get("LocationConstraint") or "us-east-1",
-            "versioning": (optional(s3.get_bucket_versioning, Bucket=name) or {}).get("Status"),
-            "encryption": (optional(s3.get_bucket_encryption, Bucket=name) or {}).get(
+            "region": (_optional(s3.get_bucket_location, Bucket=name) or {}).get("LocationConstraint") or "us-east-1",
+            "versioning": (_optional(s3.get_bucket_versioning, Bucket=name) or {}).get("Status"),
+            "encryption": (_optional(s3.get_bucket_encryption, Bucket=name) or {}).get(
                 "ServerSideEncryptionConfiguration"),
-            "public_access_block": (optional(s3.get_public_access_block, Bucket=name) or {}).get(
+            "public_access_block": (_optional(s3.get_public_access_block, Bucket=name) or {}).get(
                 "PublicAccessBlockConfiguration"),
-            "policy": (optional(s3.get_bucket_policy, Bucket=name) or {}).get("Policy"),
-            "tags": (optional(s3.get_bucket_tagging, Bucket=name) or {}).get("TagSet"),
+            "policy": (_optional(s3.get_bucket_policy, Bucket=name) or {}).get("Policy"),
+            "tags": (_optional(s3.get_bucket_tagging, Bucket=name) or {}).get("TagSet"),
             "objects": [],
         })
-    queues, topics = [], []
-    for region in _regions():
+    return buckets
+
+
+def _snapshot_sqs(endpoint: str, regions: list[str]) -> list[dict[str, Any]]:
+    queues = []
+    for region in regions:
         sqs = _client("sqs", endpoint, region)
         for url in _all(sqs.list_queues, "QueueUrls", MaxResults=1000):
             if _TRANSIENT_QUEUE.search(url.rsplit("/", 1)[-1]):
@@ -124,6 +141,12 @@ def snapshot_api(endpoint: str) -> dict[str, Any]:
                 "tags": tags,
                 "messages": [],
             })
+    return queues
+
+
+def _snapshot_sns(endpoint: str, regions: list[str]) -> list[dict[str, Any]]:
+    topics = []
+    for region in regions:
         sns = _client("sns", endpoint, region)
         for topic in _all(sns.list_topics, "Topics"):
             arn = topic["TopicArn"]
@@ -155,7 +178,7 @@ def snapshot_api(endpoint: str) -> dict[str, Any]:
                 "tags": tags,
                 "subscriptions": subscriptions,
             })
-    return {"format": STATE_FORMAT, "saved_at": time.time(), "s3": buckets, "sqs": queues, "sns": topics}
+    return topics
 
 
 def _all(call: Callable[..., dict[str, Any]], key: str, **kwargs: Any) -> list[Any]:
@@ -171,34 +194,52 @@ def _all(call: Callable[..., dict[str, Any]], key: str, **kwargs: Any) -> list[A
 
 
 def snapshot_backends(snapshot: dict[str, Any]) -> None:
-    """Add object contents and queued messages, read from moto's memory once the server has stopped.
+    """Add object versions and queued messages, read from moto's memory once the server has stopped.
 
     The API cannot give these: S3 has no call for the order of versions and delete
     markers, and reading a queue's messages would receive them (and count receives).
     """
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.s3.models import FakeDeleteMarker, s3_backends
-    from moto.sqs.models import sqs_backends
+    _snapshot_s3_objects(snapshot["s3"])
+    _snapshot_sqs_messages(snapshot["sqs"])
 
-    s3_buckets = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets
-    for bucket in snapshot["s3"]:
+
+def _s3_buckets() -> Any:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    return s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets
+
+
+def _snapshot_s3_objects(buckets: list[dict[str, Any]]) -> None:
+    from moto.s3.models import FakeDeleteMarker
+
+    s3_buckets = _s3_buckets()
+    for bucket in buckets:
         fake = s3_buckets.get(bucket["name"])
         if fake is None:
             continue
         for key in list(fake.keys):
             for version in fake.keys.getlist(key, []):
+                kept = {"key": key, "version_id": version.version_id,
+                        "last_modified": version.last_modified.isoformat()}
                 if isinstance(version, FakeDeleteMarker):
-                    bucket["objects"].append({"key": key, "deleted": True})
+                    bucket["objects"].append({**kept, "deleted": True})
                     continue
                 metadata = dict(version.metadata or {})
                 bucket["objects"].append({
-                    "key": key,
+                    **kept,
                     "body": base64.b64encode(version.value).decode("ascii"),
                     "headers": {param: metadata[h] for h, param in _OBJECT_HEADERS.items() if metadata.get(h)},
                     "metadata": {k[len("x-amz-meta-"):]: v for k, v in metadata.items()
                                  if k.lower().startswith("x-amz-meta-")},
                 })
-    for queue in snapshot["sqs"]:
+
+
+def _snapshot_sqs_messages(queues: list[dict[str, Any]]) -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    for queue in queues:
         fake_queue = sqs_backends[DEFAULT_ACCOUNT_ID][queue["region"]].queues.get(queue["name"])
         if fake_queue is None:
             continue
@@ -237,11 +278,24 @@ def summary(snapshot: dict[str, Any]) -> dict[str, int]:
 
 
 def restore(endpoint: str, snapshot: dict[str, Any]) -> dict[str, int]:
-    """Put a snapshot back through the API of a fresh moto server."""
-    if snapshot.get("format") != STATE_FORMAT:
-        raise ValueError(f"moto state format {snapshot.get('format')!r} is not {STATE_FORMAT}")
+    """Put a snapshot back through the API of a fresh moto server running in this process."""
+    if snapshot.get("format") not in _READABLE_FORMATS:
+        raise ValueError(f"moto state format {snapshot.get('format')!r} is not one of {_READABLE_FORMATS}")
+    version_ids = _restore_s3(endpoint, snapshot["s3"])
+    _restore_sqs(endpoint, snapshot["sqs"])
+    _restore_sns(endpoint, snapshot["sns"])
+    return {**summary(snapshot), "version ids kept": len(version_ids)}
+
+
+def _restore_s3(endpoint: str, buckets: list[dict[str, Any]]) -> dict[str, str]:
+    """Buckets and their object versions; returns each recorded version id -> the id moto now serves.
+
+    Every recorded id is set back (:func:`_keep_version_ids`), so the map is the identity; a
+    version missing from it (format 1) is served under a new id.
+    """
     s3 = _client("s3", endpoint)
-    for bucket in snapshot["s3"]:
+    version_ids: dict[str, str] = {}
+    for bucket in buckets:
         name, region = bucket["name"], bucket["region"]
         if region == "us-east-1":
             s3.create_bucket(Bucket=name)
@@ -251,12 +305,15 @@ def restore(endpoint: str, snapshot: dict[str, Any]) -> dict[str, int]:
             s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration=bucket["encryption"])
         if bucket["versioning"]:  # versions are re-made while versioning is on, then the recorded status is set
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        put: dict[str, dict[str, Any]] = {}  # the id the API gave -> the recorded version
         for obj in bucket["objects"]:
             if obj.get("deleted"):
-                s3.delete_object(Bucket=name, Key=obj["key"])
+                response = s3.delete_object(Bucket=name, Key=obj["key"])
             else:
-                s3.put_object(Bucket=name, Key=obj["key"], Body=base64.b64decode(obj["body"]),
-                              Metadata=obj["metadata"], **obj["headers"])
+                response = s3.put_object(Bucket=name, Key=obj["key"], Body=base64.b64decode(obj["body"]),
+                                         Metadata=obj["metadata"], **obj["headers"])
+            put[response.get("VersionId") or "null"] = obj
+        version_ids.update(_keep_version_ids(name, put))
         if bucket["versioning"]:
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": bucket["versioning"]})
         if bucket["policy"]:
@@ -265,14 +322,37 @@ def restore(endpoint: str, snapshot: dict[str, Any]) -> dict[str, int]:
             s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": bucket["tags"]})
         if bucket["public_access_block"]:
             s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=bucket["public_access_block"])
+    return version_ids
+
+
+def _keep_version_ids(bucket_name: str, put: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Give the versions just put their recorded ids and times back, in moto's memory.
+
+    S3's API has no way to choose a version id, but moto keeps it as a plain attribute
+    of the version, and the server runs in this process.
+    """
+    fake = _s3_buckets()[bucket_name]
+    kept: dict[str, str] = {}
+    for key in list(fake.keys):
+        for version in fake.keys.getlist(key, []):
+            recorded = put.get(version.version_id)
+            if recorded is None or not recorded.get("version_id"):
+                continue  # a snapshot of format 1: the new id stays
+            kept[recorded["version_id"]] = recorded["version_id"]
+            version._version_id = recorded["version_id"]  # moto itself keeps "null" for unversioned puts
+            version.last_modified = datetime.datetime.fromisoformat(recorded["last_modified"])
+    return kept
+
+
+def _restore_sqs(endpoint: str, queues: list[dict[str, Any]]) -> None:
     urls: dict[tuple[str, str], str] = {}
-    for queue in snapshot["sqs"]:
+    for queue in queues:
         sqs = _client("sqs", endpoint, queue["region"])
         first = {k: v for k, v in queue["attributes"].items() if k not in _QUEUE_AFTER_ALL}
         urls[(queue["region"], queue["name"])] = sqs.create_queue(
             QueueName=queue["name"], Attributes=first, **({"tags": queue["tags"]} if queue["tags"] else {})
         )["QueueUrl"]
-    for queue in snapshot["sqs"]:
+    for queue in queues:
         sqs = _client("sqs", endpoint, queue["region"])
         url = urls[(queue["region"], queue["name"])]
         later = {k: v for k, v in queue["attributes"].items() if k in _QUEUE_AFTER_ALL}
@@ -287,14 +367,16 @@ def restore(endpoint: str, snapshot: dict[str, Any]) -> dict[str, int]:
             if message["attributes"]:
                 extra["MessageAttributes"] = {k: _from_json(v) for k, v in message["attributes"].items()}
             sqs.send_message(QueueUrl=url, MessageBody=message["body"], DelaySeconds=0, **extra)
-    for topic in snapshot["sns"]:
+
+
+def _restore_sns(endpoint: str, topics: list[dict[str, Any]]) -> None:
+    for topic in topics:
         sns = _client("sns", endpoint, topic["region"])
         arn = sns.create_topic(Name=topic["name"], Attributes=topic["attributes"],
                                **({"Tags": topic["tags"]} if topic["tags"] else {}))["TopicArn"]
         for sub in topic["subscriptions"]:
             sns.subscribe(TopicArn=arn, Protocol=sub["protocol"], Endpoint=sub["endpoint"],
                           Attributes=sub["attributes"], ReturnSubscriptionArn=True)
-    return summary(snapshot)
 
 
 # -- the Procfile's gate -------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,6 +103,14 @@ def lineage_receiver() -> Iterator[LineageReceiver]:
     receiver.start()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture(autouse=True)
+def pudato_app_is_current() -> None:
+    """jobs.submit sends with Celery's current app: a test that made an app of its own (for another
+    broker) must not leave it current for the next test."""
+    if "workers.app" in sys.modules:
+        sys.modules["workers.app"].app.set_current()
 
 
 @pytest.fixture(scope="session")

@@ -89,8 +89,8 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def _logic_repo(root: Path) -> tuple[str, str]:
-    files = {"dbt_project.yml": PROJECT, "models/sources.yml": SOURCES, "models/people_totals.sql": MODEL}
+def _logic_repo(root: Path, files: dict[str, str] | None = None) -> tuple[str, str]:
+    files = files or {"dbt_project.yml": PROJECT, "models/sources.yml": SOURCES, "models/people_totals.sql": MODEL}
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -187,3 +187,62 @@ def test_four_concurrent_loads_into_four_tables_all_land(stack: Any, hosts: dict
     assert [lake.table_version(f"lake_part_{n}").rows for n in range(4)] == [500] * 4
     snapshots = {s["outputs"][0]["facets"]["snapshot_id"] for s in job["steps"]}
     assert len(snapshots) == 4  # four commits, four snapshots
+
+
+def test_four_concurrent_replaces_of_one_table_are_retried_and_one_lands_whole(
+    stack: Any, hosts: dict[str, Host]
+) -> None:
+    s3 = stack.client("s3")
+    for n in range(4):  # each load's rows say which load they came from
+        body = "id,load\n" + "".join(f"{i},{n}\n" for i in range(1, 301))
+        s3.put_object(Bucket="pudato-test", Key=f"lake/replace_{n}.csv", Body=body.encode())
+    # Two processes per host, four in all: the four replaces run at once and commit against each other.
+    started = {}
+    for name, host in hosts.items():
+        if "table" in host.workers:
+            host.stop("table")
+        started[name] = devstack.start_worker("table", host.env, concurrency=2, log_dir=host.root / "logs",
+                                              cwd=REPO, name=f"table-{name}")  # fmt: skip
+        host.workers["table"] = started[name]
+    for name, process in started.items():
+        devstack.wait_for_worker(process, f"table-{name}")
+    logs = [host.root / "logs" / f"table-{name}.log" for name, host in hosts.items()]
+    already = [path.stat().st_size for path in logs]  # what earlier tests' loads logged is not this test's
+    try:
+        loads = jobs.group(*[jobs.step("table", "load", table="lake_replaced", key=f"lake/replace_{n}.csv",
+                                       mode="replace") for n in range(4)])  # fmt: skip
+        job = jobs.wait(jobs.submit(loads).job_id, timeout=300)
+    finally:
+        hosts["b"].stop("table")  # host b has no table worker in the other tests
+    assert job["status"] == "succeeded", [s["error"] for s in job["steps"] if s["error"]]
+    assert len(job["steps"]) == 4
+    lake = warehouse_backend(stack.settings())
+    with lake.session(read_only=True) as session:
+        # One load whole: its 300 rows and no row of another.
+        assert session.rows('select count(*), count(distinct id), count(distinct "load") from lake_replaced') == [
+            (300, 300, 1)
+        ]
+    logged = "".join(path.read_bytes()[offset:].decode(errors="replace")
+                     for path, offset in zip(logs, already, strict=True))  # fmt: skip
+    retried = logged.count("write conflict, attempt")
+    print(f"\nfour concurrent replaces of one table: {retried} write conflicts retried")
+    assert retried >= 1, "no write conflict was provoked; the four replaces did not overlap"
+
+
+def test_a_dbt_seed_on_the_lake_records_its_snapshot_rows_and_schema(
+    stack: Any, hosts: dict[str, Host], tmp_path: Path
+) -> None:
+    codes = "code,label\nn,North\ns,South\nw,West\n"
+    url, sha = _logic_repo(tmp_path / "seeds", {"dbt_project.yml": PROJECT, "seeds/lake_codes.csv": codes})
+    seeded = _only_step(jobs.wait(jobs.submit(jobs.step("transform", "seed"), logic_repo=url, logic_ref="main",
+                                              logic_version=sha).job_id, timeout=300))  # fmt: skip
+    (seed,) = seeded["outputs"]
+    assert seed["name"] == "main.lake_codes"
+    assert seed["namespace"] == "ducklake://pudato_lake"
+    assert isinstance(seed["facets"]["snapshot_id"], int)
+    assert seed["facets"]["rows"] == 3
+    assert seed["facets"]["schema_fingerprint"]
+    now = warehouse_backend(stack.settings()).table_version("lake_codes")
+    assert now.schema_fingerprint == seed["facets"]["schema_fingerprint"]
+    assert now.snapshot_id is not None
+    assert now.snapshot_id >= seed["facets"]["snapshot_id"]

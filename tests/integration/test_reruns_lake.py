@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,3 +209,35 @@ def test_a_rerun_whose_lake_snapshot_expired_fails_naming_it_and_writes_nothing(
     assert refused["status"] == "failed"
     assert all(str(regions) in step["error"]["message"] for step in refused["steps"])
     assert _hashes(lake) == before
+
+
+def test_rerun_latest_with_latest_data_runs_todays_code_on_todays_inputs(lake: Any, logic: str) -> None:
+    """`pudato rerun --latest --latest-data`: the ref's head and every input as it is now, both recorded."""
+    first = _run_first(lake, logic)
+    regions_then = _input(_step(first, "build"), "main.lr_regions")["facets"]["snapshot_id"]
+    topped = TOTALS.replace("count(*) as n", "count(*) as n, max(amount) as top")
+    (Path(logic) / "models/lr_totals.sql").write_text(topped)
+    _git(Path(logic), "commit", "-q", "-am", "lr totals: top order")
+    head = _git(Path(logic), "rev-parse", "HEAD")
+    try:
+        new_version = lake.client("s3").put_object(Bucket=BUCKET, Key="lr/orders.csv",
+                                                   Body=MORE_ORDERS.encode())["VersionId"]
+        _ok(jobs.wait(jobs.submit(jobs.step("table", "insert", table="lr_regions",
+                                            rows=[{"region": "s", "name": "Sud"}])).job_id, 120))
+        command = [str(Path(sys.executable).parent / "pudato"), "rerun", first["id"], "--latest", "--latest-data",
+                   "--no-wait"]
+        submitted = subprocess.run(command, env={**os.environ, **lake.env}, cwd=REPO, capture_output=True,
+                                   text=True, timeout=120, check=False)  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        rerun = _ok(jobs.wait(submitted.stdout.strip().splitlines()[-1], timeout=240))
+    finally:
+        _git(Path(logic), "revert", "--no-edit", "HEAD")  # the module's other tests run the first code
+    assert rerun["trigger"] == "rerun-latest-latest-data"
+    assert first["logic_version"] != head
+    assert rerun["logic_version"] == head
+    assert _step(rerun, "load")["inputs"][0]["facets"]["version"] == new_version
+    regions_now = _input(_step(rerun, "build"), "main.lr_regions")["facets"]
+    assert regions_now["snapshot_id"] > regions_then
+    assert regions_now["rows"] == 3
+    with warehouse_backend(lake.settings()).session(read_only=True) as session:
+        assert session.rows("select max(top) from lr_totals") == [(50,)]  # today's code on today's orders
