@@ -59,15 +59,15 @@ class Drift:
             "refused": self.refused,
         }
 
-    def apply(self, policies: Policies) -> None:
-        """Sort each change by its policy: warnings for ``warn``, refusals for ``fail``."""
+    def apply(self, policies: Policies, kinds: Sequence[str] = DRIFT_KINDS) -> None:
+        """Sort each change of these kinds by its policy: warnings for ``warn``, refusals for ``fail``."""
         changes: dict[str, list[str]] = {
             "added": [f"column {c!r} added" for c in self.added],
             "removed": [f"column {c!r} removed" for c in self.removed],
             "renamed": [f"column {r['to']!r} renamed from {r['from']!r} ({r['by']})" for r in self.renamed],
             "retyped": [f"column {r['column']!r} retyped {r['from']} -> {r['to']}" for r in self.retyped],
         }
-        for kind in DRIFT_KINDS:
+        for kind in kinds:
             policy = getattr(policies, kind)
             if policy == "warn":
                 self.warnings += changes[kind]
