@@ -131,3 +131,24 @@ def test_moto_killed_mid_job_and_restarted_every_worker_carries_on(stack, own_br
     pings = jobs.submit(jobs.group(*[jobs.step(handler, "ping") for handler in HANDLERS]), app=app)
     again = jobs.wait(pings.job_id, timeout=180)
     assert [s["status"] for s in again["steps"]] == ["succeeded"] * len(HANDLERS)
+
+
+def test_a_worker_started_while_sqs_is_away_waits_for_it_then_consumes(stack, own_broker):
+    broker, env, app, _processes = own_broker
+    broker.stop()  # a clean stop: its state is saved, and restored below
+    late = devstack.start_worker("storage", env, name="late", log_dir=broker.log.parent / "late")
+    try:
+        log = Path(late.log_file)
+        wait_for(lambda: "Trying again" in log.read_text(errors="replace"), 120,
+                 "the worker did not retry its connection")
+        assert late.poll() is None
+        broker.mark()
+        broker.start()
+        devstack.wait_for_worker(late, "storage", timeout=180)
+        job = jobs.submit(jobs.group(*[jobs.step("storage", "ping") for _ in range(4)]), app=app)
+        record = jobs.wait(job.job_id, timeout=120)
+        assert record["status"] == "succeeded"
+        assert late.poll() is None
+        assert "Unrecoverable error" not in log.read_text(errors="replace")
+    finally:
+        devstack.stop(late)
