@@ -458,3 +458,12 @@ def test_duckdbs_csv_line_number_is_kept_as_ours():
     error = read_error(duckdb_error, "csv", "/tmp/x.csv", "s3://b/spend.csv")
     assert error.details["line"] == 31
     assert "CSV Error on Line: 31" in error.message
+
+
+def test_a_quarantine_table_from_before_lines_were_kept_gains_the_line_column(tables, warehouse):
+    with warehouse.connect() as con:
+        con.execute('CREATE TABLE q1__rejected (source VARCHAR, source_version VARCHAR, "row" BIGINT, '
+                    "reasons VARCHAR, record VARCHAR, job_id VARCHAR, loaded_at TIMESTAMP)")
+    ok(run(tables, table="q1", key="raw/oxford_spend_2014_q1.csv",
+           contract={"columns": {"expenditure_code": {"pattern": "[A-Z][0-9]{4}"}}}))
+    assert fetch(warehouse, 'SELECT "row" + 1 = "line" FROM q1__rejected') == [(True,)]

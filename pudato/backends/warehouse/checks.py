@@ -214,8 +214,8 @@ def write_rejected(
         f'CREATE TABLE IF NOT EXISTS {target.sql} (source VARCHAR, source_version VARCHAR, "row" BIGINT, '
         'reasons VARCHAR, record VARCHAR, job_id VARCHAR, loaded_at TIMESTAMP, "line" BIGINT)'
     )
-    # A quarantine table from before lines were kept gains the column.
-    session.write(f'ALTER TABLE {target.sql} ADD COLUMN IF NOT EXISTS "line" BIGINT')
+    if "line" not in {c["name"] for c in session.columns(target)}:  # a quarantine table from before lines were kept
+        session.write(f'ALTER TABLE {target.sql} ADD COLUMN "line" BIGINT')
     stored = _stored(session)
     reasons = ", ".join(
         f"CASE WHEN {_alias('e', i)} IS NOT NULL THEN {sql_string(c.name + ': ')} || {_alias('e', i)} END"
