@@ -274,7 +274,7 @@ def _plan(
     if table and payload.mode == "replace":
         drift.retyped = retyped(matches, {r.source or "": str(r.type) for r in reads}, existing)
     elif not staged.text:
-        drift.retyped = retyped(matches, staged.types, {r.name: str(r.type) for r in reads})
+        drift.retyped = retyped(matches, staged.types, {r.name: str(r.type) for r in reads}, widening=keep_table)
     drift.apply(rules.policies)
     new_columns = [r for r in reads if keep_table and r.name not in existing]
     rows_before = session.count(table) if table else None

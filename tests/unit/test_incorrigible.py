@@ -467,3 +467,15 @@ def test_a_quarantine_table_from_before_lines_were_kept_gains_the_line_column(ta
     ok(run(tables, table="q1", key="raw/oxford_spend_2014_q1.csv",
            contract={"columns": {"expenditure_code": {"pattern": "[A-Z][0-9]{4}"}}}))
     assert fetch(warehouse, 'SELECT "row" + 1 = "line" FROM q1__rejected') == [(True,)]
+
+
+def test_a_typed_append_the_table_takes_without_loss_is_no_retype(tables, storage, tmp_path):
+    for name, sql in {"wide": "SELECT 1::BIGINT AS id, 2.50::DECIMAL(12,2) AS amount",
+                      "narrow": "SELECT 2::INTEGER AS id, 3.5::DECIMAL(4,1) AS amount",
+                      "text": "SELECT 'x' AS id, 1.0::DECIMAL(4,1) AS amount"}.items():
+        duckdb.sql(f"COPY ({sql}) TO '{tmp_path / name}.parquet' (FORMAT parquet)")
+        storage.put_file(f"raw/{name}.parquet", tmp_path / f"{name}.parquet")
+    ok(run(tables, table="typed", key="raw/wide.parquet"))
+    assert ok(run(tables, table="typed", key="raw/narrow.parquet", mode="append")).data["drift"]["retyped"] == []
+    changed = ok(run(tables, table="typed", key="raw/text.parquet", mode="append")).data["drift"]["retyped"]
+    assert changed == [{"column": "id", "from": "BIGINT", "to": "VARCHAR"}]
