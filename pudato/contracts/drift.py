@@ -59,15 +59,15 @@ class Drift:
             "refused": self.refused,
         }
 
-    def apply(self, policies: Policies) -> None:
-        """Sort each change by its policy: warnings for ``warn``, refusals for ``fail``."""
+    def apply(self, policies: Policies, kinds: Sequence[str] = DRIFT_KINDS) -> None:
+        """Sort each change of these kinds by its policy: warnings for ``warn``, refusals for ``fail``."""
         changes: dict[str, list[str]] = {
             "added": [f"column {c!r} added" for c in self.added],
             "removed": [f"column {c!r} removed" for c in self.removed],
             "renamed": [f"column {r['to']!r} renamed from {r['from']!r} ({r['by']})" for r in self.renamed],
             "retyped": [f"column {r['column']!r} retyped {r['from']} -> {r['to']}" for r in self.retyped],
         }
-        for kind in DRIFT_KINDS:
+        for kind in kinds:
             policy = getattr(policies, kind)
             if policy == "warn":
                 self.warnings += changes[kind]
@@ -168,11 +168,37 @@ def _guess_renames(
         drift.renamed.append({"from": headers[i], "to": column, "by": by, "similarity": round(score, 2)})
 
 
-def retyped(matches: Sequence[Match], observed: Mapping[str, str], expected: Mapping[str, str]) -> list[dict[str, str]]:
-    """Columns whose values in this release have another type than the dataset's."""
+def retyped(
+    matches: Sequence[Match], observed: Mapping[str, str | None], expected: Mapping[str, str], widening: bool = False
+) -> list[dict[str, str]]:
+    """Columns whose values in this release have another type than the dataset's.
+
+    With ``widening`` (an append or upsert, which keeps the table's types), a
+    release type the table's type takes without loss (``BIGINT`` into
+    ``DECIMAL(12,2)``, anything into ``VARCHAR``) is no change.
+    """
     changes = []
     for match in matches:
         seen, want = observed.get(match.header), expected.get(match.column)
-        if seen and want and seen.upper() != want.upper():
+        if seen and want and seen.upper() != want.upper() and not (widening and fits(seen, want)):
             changes.append({"column": match.column, "from": want, "to": seen})
     return changes
+
+
+_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+_FLOATS = {"FLOAT", "REAL", "DOUBLE"}
+_SCALE = re.compile(r"DECIMAL\(\s*\d+\s*,\s*(\d+)\s*\)")
+
+
+def fits(seen: str, want: str) -> bool:
+    """Whether every value of type ``seen`` has a place in a column of type ``want``."""
+    seen, want = seen.upper().strip(), want.upper().strip()
+    if seen == want or want in ("VARCHAR", "TEXT", "STRING"):
+        return True
+    if seen in _INTEGERS:
+        return want in _INTEGERS | _FLOATS or want.startswith("DECIMAL")
+    decimal = _SCALE.fullmatch(seen)
+    if decimal:
+        wanted = _SCALE.fullmatch(want)
+        return want in _FLOATS or bool(wanted and int(wanted.group(1)) >= int(decimal.group(1)))
+    return seen == "DATE" and want.startswith("TIMESTAMP")

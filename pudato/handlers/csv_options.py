@@ -118,12 +118,14 @@ def utf8_file(path: Path, encoding: str = "auto", label: str = "the file") -> It
     if used == "utf-8":
         bad = _first_undecodable(path, used)
         if bad is not None:
+            column = _column_at(path, used, bad[0])
             raise InvalidCommand(
-                f"{label} is not valid utf-8: byte {bad[0]} (line {bad[1]}) is not UTF-8; "
+                f"{label} is not valid utf-8: byte {bad[0]} (line {bad[1]}{_in_column(column)}) is not UTF-8; "
                 f"it is probably {sniff_encoding(path)}: set the payload's encoding to that, or to 'auto'",
                 encoding=used,
                 dataset=label,
                 line=bad[1],
+                column=column,
             )
         yield path, used
         return
@@ -135,13 +137,41 @@ def utf8_file(path: Path, encoding: str = "auto", label: str = "the file") -> It
                 for block in iter(lambda: source.read(_CHUNK), ""):
                     out.write(block)
         except UnicodeDecodeError as exc:
+            # The decoder's position is within its block; find the byte and its line in the file.
+            byte, line = _first_undecodable(path, used) or (exc.start, None)
+            column = _column_at(path, used, byte) if line is not None else None
+            where = f" (line {line}{_in_column(column)})" if line is not None else ""
             raise InvalidCommand(
-                f"{label} is not valid {used}: {exc.reason} at byte {exc.start} of the file; "
-                "set the payload's encoding to the file's (for example cp1252), or to 'auto'",
+                f"{label} is not valid {used}: {exc.reason} at byte {byte}{where}; "
+                f"it is probably {sniff_encoding(path)}: set the payload's encoding to that, or to 'auto'",
                 encoding=used,
                 dataset=label,
+                line=line,
+                column=column,
             ) from None
         yield target, used
+
+
+def _column_at(path: Path, encoding: str, offset: int) -> str | None:
+    """The header of the field holding byte ``offset`` (None on the header line, or past the header's fields)."""
+    import csv
+
+    start = max(0, offset - _CHUNK)
+    with path.open("rb") as handle:
+        handle.seek(start)
+        before = handle.read(offset - start)
+    if b"\n" not in before and start == 0:
+        return None
+    prefix = before.rsplit(b"\n", 1)[-1].decode(encoding, errors="replace")
+    headers = header_fields(path, None)
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        delimiter = _guess_delimiter(handle.read(1 << 16))
+    index = len(next(csv.reader([prefix], delimiter=delimiter), [""])) - 1 if prefix else 0
+    return headers[index] or f"column_{index + 1}" if index < len(headers) else None
+
+
+def _in_column(column: str | None) -> str:
+    return f", column {column!r}" if column is not None else ""
 
 
 _SPREADSHEETS = {

@@ -25,13 +25,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pudato.backends.logic import LogicRepository, logic_backend
 from pudato.backends.warehouse import TableName, check_identifier, quote_identifier
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import ENGINE, parse_statements
 from pudato.backends.warehouse.typed import csv_select
+from pudato.contracts.model import ColumnRead, Parsing, merge_options
+from pudato.contracts.reading import read_contract
 from pudato.errors import InvalidCommand, LimitExceeded, PudatoError
 from pudato.handlers.base import Payload, action
-from pudato.handlers.csv_options import Format, column_names, format_for, utf8_file
+from pudato.handlers.csv_options import Format, check_encoding, column_names, format_for, utf8_file
+from pudato.handlers.table_load import release_reads
 from pudato.handlers.warehouse import WarehouseHandler
 from pudato.protocol import (
     Command,
@@ -54,6 +58,14 @@ class Source(BaseModel):
 
     key: str
     format: Format | None = None
+    # CSV only: read as a load with this contract reads it (from the logic repository at the job's commit).
+    contract: str | None = Field(default=None, min_length=1, max_length=200)
+    encoding: str = "auto"
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        return check_encoding(value)
 
 
 class Output(BaseModel):
@@ -83,6 +95,14 @@ class QueryHandler(WarehouseHandler):
     """Read-only SQL over the warehouse and storage objects."""
 
     name = "query"
+    _logic: LogicRepository | None = None
+
+    @property
+    def logic(self) -> LogicRepository:
+        """The logic repositories a source's contract is read from; built on first use."""
+        if self._logic is None:
+            self._logic = logic_backend(self.settings)
+        return self._logic
 
     @action("run", RunPayload)
     def run(self, payload: RunPayload, command: Command) -> Outcome:
@@ -200,21 +220,41 @@ class QueryHandler(WarehouseHandler):
                     f"source {alias!r} is a spreadsheet; load it into a table (format: xlsx) and query the table",
                     key=source.key,
                 )
-            inputs.append(self.storage.reference(source.key, info))
+            if fmt != "csv" and (source.contract or source.encoding != "auto"):
+                raise InvalidCommand(f"source {alias!r}: contract and encoding apply to CSV sources only")
+            reference = self.storage.reference(source.key, info)
+            inputs.append(reference)
             location = self.storage.direct_url(source.key) if fmt == "parquet" and version is None else None
             if location is None:
                 path = stack.enter_context(self.storage.local_path(source.key, version))
                 if fmt == "csv":
-                    path, _ = stack.enter_context(utf8_file(path))
+                    path, _ = stack.enter_context(utf8_file(path, source.encoding, reference.uri))
                 location = str(path.resolve())
             files.append(location)
             # A location we chose (an object URL, a storage file or our temp copy), not text from the message.
             if fmt == "csv":  # read as a load reads it: the same columns, types and rows
-                names = functools.partial(column_names, path=path, delimiter=None)
-                views[alias] = csv_select(location, self.storage.reference(source.key, info).uri, names)
+                views[alias] = self._csv_view(location, reference.uri, path, source.contract, command)
             else:
                 views[alias] = Session.read_sql(fmt, location)
         return views, inputs, files
+
+    def _csv_view(self, location: str, label: str, path: Path, contract: str | None, command: Command) -> str:
+        """The CSV source as a load reads it: with the named contract's columns, types and rules, if any."""
+        names = functools.partial(column_names, path=path, delimiter=None)
+        if contract is None:
+            return csv_select(location, label, lambda headers: [
+                ColumnRead(n, h) for h, n in zip(headers, names(headers), strict=True)
+            ])
+        if not (command.logic_repo and command.logic_version):
+            raise InvalidCommand(
+                f"contract {contract!r} is read from the logic repository at the job's commit, "
+                "but this step has none: run it in a pipeline",
+                contract=contract,
+            )
+        found = read_contract(self.logic, str(command.logic_repo), str(command.logic_version), contract, True)
+        rules = merge_options(found, Parsing(), {}, {}, None)
+        return csv_select(location, label, lambda headers: release_reads(headers, names(headers), rules),
+                          rules.text, rules.key)
 
     def _store(
         self,

@@ -164,21 +164,18 @@ def load(handler: TableHandler, payload: LoadPayload, command: Command) -> Outco
             dataset = handler.warehouse.reference(plan.table or name)
             where = {"namespace": dataset.namespace, "name": dataset.name, "source": source.uri}
             plan.drift.rows = {"before": plan.rows_before, "release": None, "after": None}
+            report = None
+            if plan.mode != "replace" and staged.text:
+                # An append reads with the table's types: a column changed type only if some value fails it.
+                report = _check(session, payload, rules, staged, plan)
+                _retyped_by_values(session, rules, staged, plan, report)
             try:
                 plan.drift.check(dataset.uri, **where)
             except DriftRefused as exc:  # refused, and still announced: the release did drift
                 event = Event(type="dataset.drifted", dataset=dataset, detail=plan.drift.as_dict())
                 exc.outcome = Outcome(inputs=[source], events=[event])
                 raise
-            report = check_rows(
-                session,
-                staged,
-                plan.reads,
-                rules.text,
-                rules.key,
-                plan.table if payload.mode == "append" and rules.key else None,
-                payload.skip_blank_records,
-            )
+            report = report or _check(session, payload, rules, staged, plan)
             report.enforce(rules.max_rejected, label, **where)
 
             def write(session: Session) -> tuple[int, int, TableName | None]:
@@ -201,6 +198,30 @@ def load(handler: TableHandler, payload: LoadPayload, command: Command) -> Outco
     return _outcome(
         target, fmt, encoding, source, outputs, session, plan, staged, report, inserted, updated, rules, warnings
     )
+
+
+def _check(session: Session, payload: LoadPayload, rules: LoadRules, staged: Staged, plan: _Plan) -> ValidationReport:
+    existing = plan.table if payload.mode == "append" and rules.key else None
+    return check_rows(
+        session, staged, plan.reads, rules.text, rules.key, existing, payload.skip_blank_records
+    )
+
+
+def _retyped_by_values(
+    session: Session, rules: LoadRules, staged: Staged, plan: _Plan, report: ValidationReport
+) -> None:
+    """The columns of an append whose values the table's type does not take, with the type they have instead."""
+    failing = [r for r in plan.reads if r.source and r.type and report.by_column.get(r.name, {}).get("type")]
+    if not failing:
+        return
+    untyped = [ColumnRead(r.name, r.source, None, r.format) for r in failing]
+    release = infer_types(session, staged, untyped, rules.text, empty="")
+    matches = [Match(str(r.source), r.name) for r in failing]
+    plan.drift.retyped = retyped(
+        matches, {str(r.source): release.get(r.name) for r in failing}, {r.name: str(r.type) for r in failing},
+        widening=True,
+    )
+    plan.drift.apply(rules.policies, ("retyped",))
 
 
 class _Plan:
@@ -253,7 +274,7 @@ def _plan(
     if table and payload.mode == "replace":
         drift.retyped = retyped(matches, {r.source or "": str(r.type) for r in reads}, existing)
     elif not staged.text:
-        drift.retyped = retyped(matches, staged.types, {r.name: str(r.type) for r in reads})
+        drift.retyped = retyped(matches, staged.types, {r.name: str(r.type) for r in reads}, widening=keep_table)
     drift.apply(rules.policies)
     new_columns = [r for r in reads if keep_table and r.name not in existing]
     rows_before = session.count(table) if table else None
@@ -262,6 +283,17 @@ def _plan(
         if stand_in in renamed:
             renamed[f"(blank header, column {stable.rsplit('_', 1)[1]})"] = renamed.pop(stand_in)
     return _Plan(table, payload.mode if keep_table else "replace", reads, new_columns, drift, rows_before, renamed)
+
+
+def release_reads(headers: list[str], names: list[str], rules: LoadRules) -> list[ColumnRead]:
+    """A release's columns as a first load reads them: headers matched to the contract's columns (by name or
+    alias), with its types, formats and constraints; a contract column the file lacks is NULL."""
+    matches, drift = match_columns(headers, names, list(rules.columns) or None, rules.columns, normalize_name)
+    reads = [_read(m, rules, {}, False) for m in matches]
+    for column in drift.removed if rules.columns else []:
+        spec = rules.columns[column]
+        reads.append(ColumnRead(column, None, rules.types.get(column) or "VARCHAR", nullable=spec.nullable))
+    return reads
 
 
 def _read(match: Match, rules: LoadRules, existing: dict[str, str], all_varchar: bool) -> ColumnRead:

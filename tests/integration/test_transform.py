@@ -236,6 +236,7 @@ def test_sample_pipeline_lineage_is_traceable_both_ways(stack, sample):
     downstream = {e["target_name"] for e in lineage.trace(stack.registry, source.namespace, source.name, "downstream")}
     assert {"main.raw_gf_revenue_fy2017_18", "main.stg_gf_revenue_fy2017_18", "main.fct_gf_revenue"} <= downstream
     assert _rows(stack, "select count(*) from fct_gf_revenue")[0][0] == 10413
+    _assert_the_second_release_drifted_and_rejected(job)
 
 
 def _cli_lineage(*args: str) -> str:
@@ -271,3 +272,17 @@ def test_the_lineage_cli_as_of_the_job_names_the_release_of_the_raw_file(stack, 
     assert read[0]  # the bucket is versioned: the load recorded the version id it read
     assert csv["version"] == read[0]  # the S3 version the load read, not whatever is there now
     assert {e["depth"] for e in document["edges"]} >= {1, 4}
+
+
+def _assert_the_second_release_drifted_and_rejected(job: dict) -> None:
+    """The sample contract's aliases pair the renamed headers; its program code pattern rejects real rows."""
+    first = next(s for s in job["steps"] if s["name"] == "release_fy2017_18")["data"]
+    second = next(s for s in job["steps"] if s["name"] == "release_fy2021_22")["data"]
+    renamed = {(r["from"], r["to"], r["by"]) for r in second["drift"]["renamed"]}
+    assert renamed == {("Dept Name", "department_name", "alias"), ("Prog Code", "program_code", "alias"),
+                       ("Prog Name", "program_name", "alias")}
+    # 1,161 records, 8 with a program code such as 53BD; then 1,757 (and one blank record), 4 such.
+    assert first["validation"]["counts"] == {"pattern": 8}
+    assert second["validation"]["counts"] == {"pattern": 4}
+    assert second["drift"]["rows"] == {"before": 1153, "release": 1757, "after": 1153 + 1753}
+    assert second["validation"]["rejected_table"] == "main.gf_revenue_releases__rejected"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -290,6 +291,70 @@ def test_a_query_in_place_reads_a_csv_as_a_load_does(tables, settings, storage, 
     assert result.data["row_count"] == loaded.data["rows"]
 
 
+QUERY_CONTRACT = """
+name: spend_q1
+columns:
+  paid_date: {type: date, format: "%d/%m/%Y"}
+  amount: {type: "decimal(12,2)"}
+  unit: {aliases: [organisational_unit]}
+  expenditure_code: {pattern: "[A-Z][0-9]{4}"}
+"""
+
+
+def _logic_repo(root: Path, files: dict[str, str]) -> str:
+    git = ["git", "-C", str(root), "-c", "user.name=Analyst", "-c", "user.email=analyst@example.org"]
+    root.mkdir()
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "contract"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+# A key that repeats in the release: a load rejects every repeat after the first as 'unique'.
+KEYED_CONTRACT = QUERY_CONTRACT.replace("name: spend_q1", "name: spend_q1\nkey: [expenditure_code]")
+
+
+@pytest.mark.parametrize(("contract", "counts"), [("spend_q1", {"pattern": 1}),
+                                                   ("spend_keyed", {"pattern": 1, "unique": 30})])
+def test_a_query_in_place_with_a_contract_reads_a_csv_as_a_contracted_load_does(
+    tables, settings, storage, tmp_path, contract, counts
+):
+    from pudato.backends.logic.git import GitLogicRepository
+    from pudato.handlers.query import QueryHandler
+
+    repo = tmp_path / "logic"
+    sha = _logic_repo(repo, {"datasets/spend_q1.yml": QUERY_CONTRACT, "datasets/spend_keyed.yml": KEYED_CONTRACT})
+    tables._logic = GitLogicRepository(tmp_path / "cache")
+    pinned = {"logic_repo": str(repo), "logic_version": sha, "job_id": "job-1"}
+    loaded = tables.execute(Command(handler="table", action="load", **pinned, payload={
+        "table": "spend", "key": "raw/oxford_spend_2014_q1.csv", "contract": contract}))
+    ok(loaded)
+    query = QueryHandler(settings, storage, DuckDBWarehouse.from_settings(settings))
+    query._logic = tables._logic
+    result = query.execute(Command(handler="query", action="run", **pinned, payload={
+        "sql": "SELECT * FROM release", "limit": 5000,
+        "sources": {"release": {"key": "raw/oxford_spend_2014_q1.csv", "contract": contract, "encoding": "utf-8"}},
+    }))
+    assert result.status == "succeeded", result.error
+    assert result.data["columns"] == [{"name": c["name"], "type": c["type"]} for c in loaded.data["columns"]]
+    assert result.data["row_count"] == loaded.data["rows"]
+    assert loaded.data["validation"]["counts"] == counts
+
+
+def test_a_query_source_contract_needs_a_pinned_commit(settings, storage):
+    from pudato.handlers.query import QueryHandler
+
+    query = QueryHandler(settings, storage, DuckDBWarehouse.from_settings(settings))
+    result = query.execute(Command(handler="query", action="run", job_id="job-1", payload={
+        "sql": "SELECT * FROM r", "sources": {"r": {"key": "raw/oxford_spend_2014_q1.csv", "contract": "spend_q1"}},
+    }))
+    assert result.error.type == "InvalidCommand"
+    assert "job's commit" in result.error.message
+
+
 def test_a_query_in_place_names_a_blank_header_as_a_load_does(tables, settings, storage):
     from pudato.handlers.query import QueryHandler
 
@@ -327,3 +392,90 @@ def test_a_key_naming_a_missing_column_is_refused(tables):
     result = run(tables, table="k", key="raw/oxford_spend_2014_q1.csv", unique_key=["transaction"], mode="upsert")
     assert result.error.type == "InvalidCommand"
     assert "['transaction']" in result.error.message
+
+
+def test_an_append_reports_a_column_whose_values_no_longer_fit_and_keeps_them(tables, warehouse):
+    ok(run(tables, table="ox", key="raw/oxford_spend_2014_q1.csv", date_formats=DATE_FORMAT))
+    result = ok(run(tables, table="ox", key="raw/oxford_spend_2014_q2.csv", mode="append", date_formats=DATE_FORMAT))
+    assert result.data["drift"]["retyped"] == [{"column": "paid_date", "from": "DATE", "to": "VARCHAR"}]
+    assert result.data["validation"]["counts"] == {"type": 20}
+    assert fetch(warehouse, "SELECT count(*) FROM ox__rejected") == [(20,)]
+
+
+def test_an_append_of_narrower_values_is_no_retype(tables):
+    ok(run(tables, table="ox", key="raw/oxford_spend_2014_q1.csv", date_formats=DATE_FORMAT,
+           types={"amount": "DECIMAL(12,2)"}))
+    result = ok(run(tables, table="ox", key="raw/oxford_spend_2014_q3.csv", mode="append", date_formats=DATE_FORMAT))
+    assert result.data["drift"]["retyped"] == []
+
+
+def test_an_append_whose_values_changed_type_fails_on_a_fail_policy_and_writes_nothing(tables, warehouse):
+    ok(run(tables, table="ox", key="raw/oxford_spend_2014_q1.csv", date_formats=DATE_FORMAT))
+    before = fetch(warehouse, "SELECT count(*) FROM ox")
+    refused = run(tables, table="ox", key="raw/oxford_spend_2014_q2.csv", mode="append", date_formats=DATE_FORMAT,
+                  contract={"policies": {"retyped": "fail"}})
+    assert refused.error.type == "DriftRefused"
+    assert fetch(warehouse, "SELECT count(*) FROM ox") == before
+
+
+def test_a_rejected_row_keeps_its_record_number_and_its_line_in_the_file(tables, warehouse):
+    ok(run(tables, table="q1", key="raw/oxford_spend_2014_q1.csv",
+           contract={"columns": {"expenditure_code": {"pattern": "[A-Z][0-9]{4}"}}}))
+    lines = (DATA / "oxford_spend_2014_q1.csv").read_text().splitlines()
+    broken = [n for n, text in enumerate(lines, start=1) if ",Z400404," in text]
+    kept = fetch(warehouse, 'SELECT "row", "line" FROM q1__rejected ORDER BY "row"')
+    assert kept == [(n - 1, n) for n in broken]
+
+
+def test_a_wrong_utf8_names_the_line_and_column_of_the_first_bad_byte(tables):
+    result = run(tables, table="cp", key="raw/oxford_spend_2014_q3_cp1252.csv", encoding="utf-8")
+    assert result.error.type == "InvalidCommand"
+    assert "(line 3, column 'Supplier Name')" in result.error.message
+    assert result.error.details["line"] == 3
+    assert result.error.details["column"] == "Supplier Name"
+
+
+def test_a_wrong_explicit_encoding_names_the_byte_line_and_column_in_the_file(tables):
+    result = run(tables, table="cp", key="raw/oxford_spend_2014_q3_cp1252.csv", encoding="ascii")
+    assert result.error.type == "InvalidCommand"
+    assert "at byte 433 (line 3, column 'Supplier Name')" in result.error.message
+    assert result.error.details["line"] == 3
+
+
+def test_unreadable_json_lines_name_the_bad_line(tables, storage):
+    storage.put_bytes("raw/bad.jsonl", b'{"a": 1}\n{"a": 2}\n{not json\n{"a": 3}\n')
+    result = run(tables, table="j", key="raw/bad.jsonl")
+    assert result.error.type == "InvalidCommand"
+    assert "(line 3)" in result.error.message
+    assert result.error.details["line"] == 3
+
+
+def test_duckdbs_csv_line_number_is_kept_as_ours():
+    from pudato.backends.warehouse.read_errors import read_error
+    from pudato.errors import PudatoError
+
+    duckdb_error = PudatoError("DuckDB InvalidInputException: Invalid Input Error: CSV Error on Line: 31\nOriginal...")
+    error = read_error(duckdb_error, "csv", "/tmp/x.csv", "s3://b/spend.csv")
+    assert error.details["line"] == 31
+    assert "CSV Error on Line: 31" in error.message
+
+
+def test_a_quarantine_table_from_before_lines_were_kept_gains_the_line_column(tables, warehouse):
+    with warehouse.connect() as con:
+        con.execute('CREATE TABLE q1__rejected (source VARCHAR, source_version VARCHAR, "row" BIGINT, '
+                    "reasons VARCHAR, record VARCHAR, job_id VARCHAR, loaded_at TIMESTAMP)")
+    ok(run(tables, table="q1", key="raw/oxford_spend_2014_q1.csv",
+           contract={"columns": {"expenditure_code": {"pattern": "[A-Z][0-9]{4}"}}}))
+    assert fetch(warehouse, 'SELECT "row" + 1 = "line" FROM q1__rejected') == [(True,)]
+
+
+def test_a_typed_append_the_table_takes_without_loss_is_no_retype(tables, storage, tmp_path):
+    for name, sql in {"wide": "SELECT 1::BIGINT AS id, 2.50::DECIMAL(12,2) AS amount",
+                      "narrow": "SELECT 2::INTEGER AS id, 3.5::DECIMAL(4,1) AS amount",
+                      "text": "SELECT 'x' AS id, 1.0::DECIMAL(4,1) AS amount"}.items():
+        duckdb.sql(f"COPY ({sql}) TO '{tmp_path / name}.parquet' (FORMAT parquet)")
+        storage.put_file(f"raw/{name}.parquet", tmp_path / f"{name}.parquet")
+    ok(run(tables, table="typed", key="raw/wide.parquet"))
+    assert ok(run(tables, table="typed", key="raw/narrow.parquet", mode="append")).data["drift"]["retyped"] == []
+    changed = ok(run(tables, table="typed", key="raw/text.parquet", mode="append")).data["drift"]["retyped"]
+    assert changed == [{"column": "id", "from": "BIGINT", "to": "VARCHAR"}]

@@ -203,13 +203,19 @@ def write_rejected(
     source_version: str | None,
     job_id: str | None,
 ) -> tuple[TableName, int]:
-    """Keep every rejected row whole: its original fields as JSON text, the reasons, where it came from."""
+    """Keep every rejected row whole: its original fields as JSON text, the reasons, where it came from.
+
+    ``row`` is the record's number among the file's records; ``line`` its line in the file (the record
+    number plus the header line), as an editor shows it when no field spans lines.
+    """
     target = rejected_table(name)
     session.ensure_schema(target)
     session.write(
         f'CREATE TABLE IF NOT EXISTS {target.sql} (source VARCHAR, source_version VARCHAR, "row" BIGINT, '
-        "reasons VARCHAR, record VARCHAR, job_id VARCHAR, loaded_at TIMESTAMP)"
+        'reasons VARCHAR, record VARCHAR, job_id VARCHAR, loaded_at TIMESTAMP, "line" BIGINT)'
     )
+    if "line" not in {c["name"] for c in session.columns(target)}:  # a quarantine table from before lines were kept
+        session.write(f'ALTER TABLE {target.sql} ADD COLUMN "line" BIGINT')
     stored = _stored(session)
     reasons = ", ".join(
         f"CASE WHEN {_alias('e', i)} IS NOT NULL THEN {sql_string(c.name + ': ')} || {_alias('e', i)} END"
@@ -218,8 +224,9 @@ def write_rejected(
     ) or "NULL"
     record = ", ".join(f"{sql_string(h)}, r.{quote_identifier(h)}" for h in staged.headers)
     count = session.write(
-        f"INSERT INTO {target.sql} SELECT ?, ?, __pudato_row, concat_ws('; ', {reasons}), "
-        f"CAST(json_object({record}) AS VARCHAR), ?, CAST(now() AS TIMESTAMP) "
+        f'INSERT INTO {target.sql} (source, source_version, "row", reasons, record, job_id, loaded_at, "line") '
+        f"SELECT ?, ?, __pudato_row, concat_ws('; ', {reasons}), "
+        f"CAST(json_object({record}) AS VARCHAR), ?, CAST(now() AS TIMESTAMP), __pudato_row + {staged.header_lines} "
         f"FROM {CHECKED} c JOIN {RAW} r ON r.rowid = c.__pudato_row - 1 WHERE c.__pudato_bad ORDER BY __pudato_row",
         [source, source_version, job_id],
     )

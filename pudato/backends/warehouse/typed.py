@@ -24,6 +24,7 @@ from typing import Literal
 
 from pudato.backends.warehouse import quote_identifier
 from pudato.backends.warehouse.engine import load_extension
+from pudato.backends.warehouse.read_errors import read_error
 from pudato.backends.warehouse.session import Session
 from pudato.backends.warehouse.sql import sql_string
 from pudato.contracts.model import ColumnRead, TextRules
@@ -73,6 +74,7 @@ class Staged:
     short_count: int = 0
     long: list[int] = field(default_factory=list)
     long_count: int = 0
+    header_lines: int = 0  # lines before the first record: a record's line in the file is its number plus these
 
 
 def base_type(type_: str) -> str:
@@ -98,13 +100,14 @@ def stage_file(
     try:
         session.execute(f"CREATE OR REPLACE TEMP TABLE {RAW} AS SELECT * FROM {reader}", record=False)
     except PudatoError as exc:
-        raise _read_error(exc, fmt, location, label) from None
+        raise read_error(exc, fmt, location, label) from None
     described = session.execute(f"SELECT * FROM {RAW} LIMIT 0", record=False).description
     headers = [d[0] for d in described]
     staged = Staged(
         headers, {d[0]: str(d[1]) for d in described}, fmt in ("csv", "xlsx"),
         _count(session, f"SELECT count(*) FROM {RAW}"),
     )
+    staged.header_lines = int(header and fmt in ("csv", "xlsx"))
     if fmt == "csv":
         staged.blank = _count(session, f"SELECT count(*) FROM {RAW} WHERE {_blank(headers)}")
         # A record longer than the header makes DuckDB add columns; records are short against the header.
@@ -149,40 +152,63 @@ def _csv_reader(location: str, header: bool, delimiter: str | None) -> str:
     return f"read_csv({sql_string(location)}, {', '.join(options)})"
 
 
-def csv_select(location: str, label: str, names_for: Callable[[list[str]], list[str]]) -> str:
-    """A load's reading of a CSV file (no contract) as one subquery, so a query in place sees what a load stores.
+def csv_select(
+    location: str,
+    label: str,
+    reads_for: Callable[[list[str]], list[ColumnRead]],
+    rules: TextRules | None = None,
+    key: Sequence[str] = (),
+) -> str:
+    """A load's reading of a CSV file as one subquery, so a query in place sees what a load stores.
 
-    Same reader, same header names (``names_for``), same types inferred from
-    every value, blank records left out. The inference runs on a private
-    in-memory instance, before the query's sandbox is closed.
+    Same reader; the same columns (``reads_for`` gives the headers' columns, with
+    the contract's types, formats and constraints when there is one); the same
+    types, inferred from every value where none is given; the same parsing rules;
+    and the same rows: blank records and rows a load would reject (a value that
+    does not fit, a null, allowed value or pattern constraint broken, a ``key``
+    seen earlier in the file) are left out. The inference runs on a private in-memory instance, before the query's
+    sandbox is closed.
     """
     import duckdb
 
+    rules = rules or TextRules()
     scratch = Session(duckdb.connect(":memory:"), "memory")
     try:
         staged = stage_file(scratch, "csv", location, label)
-        names = names_for(staged.headers)
-        rules = TextRules()
-        reads = [ColumnRead(n, h) for h, n in zip(staged.headers, names, strict=True)]
+        reads = reads_for(staged.headers)
         types = infer_types(scratch, staged, reads, rules)
     finally:
         scratch.con.close()
-    columns = ", ".join(
-        f"CAST({parse_expression(_token(quote_identifier(h), True, rules), types[n], None, rules)} AS {types[n]}) "
-        f"AS {quote_identifier(n)}"
-        for h, n in zip(staged.headers, names, strict=True)
-    )
+    tokens, values, kept = [], [], []
+    for i, read in enumerate(reads):
+        type_, t, v = read.type or types[read.name], _alias("t", i), _alias("v", i)
+        if read.source is None:
+            values.append(f"CAST(NULL AS {type_}) AS {v}")
+            kept += [] if read.nullable else ["false"]
+            continue
+        tokens.append(f"{_token(quote_identifier(read.source), True, rules)} AS {t}")
+        values.append(f"CAST({parse_expression(t, type_, read.format, rules)} AS {type_}) AS {v}")
+        if read.type and base_type(type_) not in TEXT_TYPES:
+            kept.append(f"({t} IS NULL OR {v} IS NOT NULL)")
+        if not read.nullable:
+            kept.append(f"{v} IS NOT NULL")
+        if read.allowed is not None:
+            kept.append(f"({t} IS NULL OR {t} IN ({', '.join(sql_string(a) for a in read.allowed) or 'NULL'}))")
+        if read.pattern is not None:
+            kept.append(f"({t} IS NULL OR regexp_full_match({t}, {sql_string(read.pattern)}))")
+    index = {r.name: i for i, r in enumerate(reads)}
+    keys = [_alias("v", index[k]) for k in key if k in index]
+    if keys:  # a key seen before in the file is a load's 'unique' rejection, whatever else that row holds
+        present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
+        values.append(f"CASE WHEN {present} THEN row_number() OVER (PARTITION BY {', '.join(keys)} "
+                      "ORDER BY __pudato_row) END AS __pudato_seen")
+        kept.append("coalesce(__pudato_seen, 1) = 1")
     reader = _csv_reader(location, True, None)
-    return f"(SELECT {columns} FROM {reader} WHERE NOT ({_blank(staged.headers)}))"
-
-
-def _read_error(exc: PudatoError, fmt: str, location: str, label: str) -> PudatoError:
-    """DuckDB's reader error as ours: the dataset's name instead of a temp path, no DuckDB options."""
-    text = exc.message.replace(location, label)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
-    first = re.sub(r"^DuckDB \w+: (\w+ Error: )?", "", first)
-    fix = "check the file's format, delimiter and encoding (payload options format, delimiter, encoding)"
-    return InvalidCommand(f"cannot read {label} as {fmt}: {first[:300]}; {fix}", dataset=label, format=fmt)
+    inner = (f"SELECT {', '.join([*tokens, 'row_number() OVER () AS __pudato_row'])} "
+             f"FROM {reader} WHERE NOT ({_blank(staged.headers)})")
+    where = f" WHERE {' AND '.join(kept)}" if kept else ""
+    named = ", ".join(f"{_alias('v', i)} AS {quote_identifier(r.name)}" for i, r in enumerate(reads))
+    return f"(SELECT {named} FROM (SELECT *, {', '.join(values)} FROM ({inner})){where})"
 
 
 def not_blank(staged: Staged) -> str:
@@ -278,7 +304,9 @@ def parse_expression(value: str, type_: str, fmt: str | None, rules: TextRules) 
 # -- inference ----------------------------------------------------------------------
 
 
-def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead], rules: TextRules) -> dict[str, str]:
+def infer_types(
+    session: Session, staged: Staged, columns: Sequence[ColumnRead], rules: TextRules, empty: str = "VARCHAR"
+) -> dict[str, str]:
     """A type for each column without one, from every value: the narrowest that takes them all.
 
     Codes with leading zeros (``02``) stay text; dates are taken only in ISO form
@@ -341,7 +369,7 @@ def infer_types(session: Session, staged: Staged, columns: Sequence[ColumnRead],
     row = [int(v) for v in session.rows(f"SELECT {', '.join(aggregates)} FROM {source}")[0]]
     for i, c in enumerate(wanted):
         n_, ints, decs, scale, digits, dates, bools = row[i * 7 : i * 7 + 7]
-        found[c.name] = _narrowest(n_, ints, decs, scale, digits, dates, bools, c.format)
+        found[c.name] = _narrowest(n_, ints, decs, scale, digits, dates, bools, c.format) if n_ else empty
     return found
 
 
