@@ -120,7 +120,7 @@ def test_flower_and_inspect_see_every_worker_and_task_and_leave_nothing_behind(s
                        for s in steps)
             return tasks if done else {}
 
-        tasks = wait_for(all_final, 60, "Flower's /api/tasks with every task of the job finished")
+        tasks = wait_for(all_final, 120, "Flower's /api/tasks with every task of the job finished")
         for step in steps:
             task = tasks[step["task_id"]]
             handler = step["handler"]
