@@ -55,12 +55,12 @@ def query_queue(stack):
 
 def test_a_worker_killed_mid_task_loses_nothing_and_the_step_completes_once(stack, query_queue):
     sqs, url = query_queue
-    _set_attributes(stack, sqs, url, {"VisibilityTimeout": "6"})
+    _set_attributes(stack, sqs, url, {"VisibilityTimeout": "20"})
     job = jobs.submit(jobs.step("query", "run", sql=SLOW_SQL))
     _wait_for(lambda: _step(stack, job.job_id)["status"] == "running", 60, "the step never started")
     os.killpg(stack.workers["query"].pid, signal.SIGKILL)  # the whole worker: main process and pool
     stack.workers["query"].wait()
-    # The message comes back 6 s after the killed worker took it. The restarted worker takes it with the
+    # The message comes back 20 s after the killed worker took it. The restarted worker takes it with the
     # visibility set here: long, so a second run slowed by a busy machine is not handed out a third time.
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "600"})
     _restart_query_worker(stack)

@@ -204,24 +204,27 @@ def test_four_concurrent_replaces_of_one_table_are_retried_and_one_lands_whole(
         devstack.wait_for_worker(process, f"table-{name}")
     logs = [host.root / "logs" / f"table-{name}.log" for name, host in hosts.items()]
     already = [path.stat().st_size for path in logs]  # what earlier tests' loads logged is not this test's
+    # Nothing forces four loads to overlap on a busy machine: up to three rounds, until one conflict is seen.
+    retried, rounds = 0, 0
     try:
-        loads = jobs.group(*[jobs.step("table", "load", table="lake_replaced", key=f"lake/replace_{n}.csv",
-                                       mode="replace") for n in range(4)])  # fmt: skip
-        job = jobs.wait(jobs.submit(loads).job_id, timeout=300)
+        while retried == 0 and rounds < 3:
+            rounds += 1
+            loads = jobs.group(*[jobs.step("table", "load", table="lake_replaced", key=f"lake/replace_{n}.csv",
+                                           mode="replace") for n in range(4)])  # fmt: skip
+            job = jobs.wait(jobs.submit(loads).job_id, timeout=300)
+            assert job["status"] == "succeeded", [s["error"] for s in job["steps"] if s["error"]]
+            assert len(job["steps"]) == 4
+            lake = warehouse_backend(stack.settings())
+            with lake.session(read_only=True) as session:
+                # One load whole: its 300 rows and no row of another.
+                counted = session.rows('select count(*), count(distinct id), count(distinct "load") from lake_replaced')
+            assert counted == [(300, 300, 1)]
+            logged = "".join(path.read_bytes()[offset:].decode(errors="replace")
+                             for path, offset in zip(logs, already, strict=True))  # fmt: skip
+            retried = logged.count("write conflict, attempt")
     finally:
         hosts["b"].stop("table")  # host b has no table worker in the other tests
-    assert job["status"] == "succeeded", [s["error"] for s in job["steps"] if s["error"]]
-    assert len(job["steps"]) == 4
-    lake = warehouse_backend(stack.settings())
-    with lake.session(read_only=True) as session:
-        # One load whole: its 300 rows and no row of another.
-        assert session.rows('select count(*), count(distinct id), count(distinct "load") from lake_replaced') == [
-            (300, 300, 1)
-        ]
-    logged = "".join(path.read_bytes()[offset:].decode(errors="replace")
-                     for path, offset in zip(logs, already, strict=True))  # fmt: skip
-    retried = logged.count("write conflict, attempt")
-    print(f"\nfour concurrent replaces of one table: {retried} write conflicts retried")
+    print(f"\nfour concurrent replaces of one table, {rounds} round(s): {retried} write conflicts retried")
     assert retried >= 1, "no write conflict was provoked; the four replaces did not overlap"
 
 
