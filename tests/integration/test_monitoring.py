@@ -92,8 +92,9 @@ def test_flower_and_inspect_see_every_worker_and_task_and_leave_nothing_behind(s
     try:
         flower.wait_ready()
         # Flower's event queue is subscribed once its receiver runs: from then on it sees every event.
-        wait_for(lambda: any(topic == "celeryev" for topic, _ in _broker_objects(stack)[1]), 60,
-                 "Flower's event queue subscribed to celeryev")
+        # A new subscription: a Flower stopped earlier in the session may have left its own behind.
+        wait_for(lambda: any(topic == "celeryev" for topic, _ in _broker_objects(stack)[1] - subscriptions_before),
+                 60, "Flower's event queue subscribed to celeryev")
 
         job = jobs.submit(
             jobs.chain(
