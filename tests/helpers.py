@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -38,3 +38,28 @@ def git(repo: Path | str, *args: str, author: tuple[str, str] = AUTHOR) -> str:
     name, email = author
     command = ["git", "-C", str(repo), "-c", f"user.name={name}", "-c", f"user.email={email}", *args]
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def subscribed_queue(stack: Any, topic: str, name: str) -> str:
+    """A queue of the test's own subscribed to SNS ``topic`` (raw delivery): other tests cannot drain it."""
+    sqs, sns = stack.client("sqs"), stack.client("sns")
+    url: str = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic_arn = sns.create_topic(Name=topic)["TopicArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    return url
+
+
+def drain(stack: Any, url: str, settle_s: float = 3.0) -> list[str]:
+    """Every message body on ``url`` until it has been quiet for ``settle_s``; each is deleted."""
+    sqs = stack.client("sqs")
+    bodies: list[str] = []
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < settle_s:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        if messages:
+            quiet_since = time.monotonic()
+    return bodies

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import git
+from helpers import git, subscribed_queue
 
 from pudato import jobs, pipelines
 from pudato.backends.warehouse import parse_table_name, warehouse_backend
@@ -125,13 +125,6 @@ def logic(stack, tmp_path_factory) -> str:
     return str(repo)
 
 
-def _subscribed_queue(stack, topic: str, name: str) -> str:
-    sqs, sns = stack.client("sqs"), stack.client("sns")
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    topic_arn = sns.create_topic(Name=topic)["TopicArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
-    return url
 
 
 def _events_of(stack, url: str, job_id: str, kind: str, count: int, timeout_s: float = 60.0) -> list[dict]:
@@ -156,7 +149,7 @@ def _rows(stack, sql: str) -> list[tuple]:
 
 
 def test_releases_append_with_the_contracts_types_and_rejects_are_kept(stack, logic):
-    events = _subscribed_queue(stack, "pudato-events", "test-incorrigible-events")
+    events = subscribed_queue(stack, "pudato-events", "test-incorrigible-events")
     job = jobs.wait(pipelines.submit("oxford", logic, "main").job_id, timeout=300)
     assert job["status"] == "succeeded", [s["error"] for s in job["steps"]]
     q2 = _step(job, "q2")["data"]

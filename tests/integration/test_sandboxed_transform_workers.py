@@ -11,10 +11,10 @@ sets (the sandbox holds it as a DuckDB secret).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
+from helpers import drain, subscribed_queue
 from helpers import git as _git
 
 from pudato import jobs
@@ -135,35 +135,17 @@ def test_an_on_run_start_hook_is_refused_and_never_runs(stack, hostile):
     assert "hooked" not in _tables(stack)
 
 
-def _subscribed_queue(stack, topic: str, name: str) -> str:
-    sqs, sns = stack.client("sqs"), stack.client("sns")
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    topic_arn = sns.create_topic(Name=topic)["TopicArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
-    return url
 
 
-def _drain(stack, url: str, settle_s: float = 3.0) -> list[str]:
-    sqs = stack.client("sqs")
-    bodies, quiet_since = [], time.monotonic()
-    while time.monotonic() - quiet_since < settle_s:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-        for message in messages:
-            bodies.append(message["Body"])
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        if messages:
-            quiet_since = time.monotonic()
-    return bodies
 
 
 def test_the_canary_secret_is_in_no_log_and_no_sns_message(stack, hostile):
     canary = stack.env["PUDATO_WAREHOUSE__CATALOG_PASSWORD"]
     assert canary != "testing"
-    queues = [_subscribed_queue(stack, topic, f"test-canary-{topic}") for topic in ("pudato-results", "pudato-events")]
+    queues = [subscribed_queue(stack, topic, f"test-canary-{topic}") for topic in ("pudato-results", "pudato-events")]
     steps = [_build(hostile, case)[1] for case in ("leak", "python", "passwd", "hook")]
     job_ids = [step["job_id"] for step in steps]
-    bodies = [body for url in queues for body in _drain(stack, url)]
+    bodies = [body for url in queues for body in drain(stack, url)]
     for job_id in job_ids:  # every job's Result and events were read, so the search below means something
         assert any(job_id in body for body in bodies), job_id
     assert not [body for body in bodies if canary in body]
