@@ -64,7 +64,7 @@ def run_step(task: HandlerTask, command: Any) -> dict[str, Any]:
     soft_limit_s = get_settings().broker.queues[handler].soft_time_limit_s
     with deadline.step_deadline(soft_limit_s, setting, ahead_s=min(1.0, soft_limit_s / 10)):
         result = task.handler.execute(parsed)
-        if result.error is not None and result.error.type == "SoftTimeLimitExceeded":
+        if result.error is not None and stopped_by_soft_limit(result.error):
             # Celery's soft limit, raised inside the handler: say which limit, and where it is set.
             result = result.model_copy(update={"error": ErrorInfo.of(deadline.exceeded())})
     if result.status == "failed":
@@ -73,6 +73,15 @@ def run_step(task: HandlerTask, command: Any) -> dict[str, Any]:
             raise task.retry(countdown=2 ** task.request.retries, exc=_failure(result))
         raise _failure(result)
     return result.model_dump(mode="json")
+
+
+def stopped_by_soft_limit(error: ErrorInfo) -> bool:
+    if error.type == "SoftTimeLimitExceeded":
+        return True
+    # The soft limit's signal, arriving while DuckDB waits (on a locked lake catalog, say), makes DuckDB
+    # abandon the statement with its own "interrupted" error, and Celery's exception is lost with it.
+    left = deadline.remaining()
+    return "interrupted" in error.message.lower() and left is not None and left <= 0
 
 
 def _failure(result: Result) -> StepFailed:

@@ -3,12 +3,22 @@
 The query worker is restarted with a 3 s soft limit (and the session's one put
 back afterwards). DuckDB runs the query in native code, where Celery's soft
 limit cannot reach; the step's deadline interrupts it.
+
+A step that no interrupt reaches (DuckDB waiting in libpq on a lake catalog
+table another session has locked) is ended by the hard limit: the pool kills
+the process, the step is recorded failed once, and the worker lives on with a
+new pool process. Both limits are 8 s there, so the pool's timeout check (hard
+first) goes straight to the kill: with a soft limit before it, the soft signal
+sometimes breaks DuckDB's wait and the soft path ends the step instead.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psycopg2
 import pytest
 
 from pudato import devstack, jobs
@@ -49,3 +59,46 @@ def test_a_runaway_query_fails_at_its_time_limit_and_runs_once(stack, short_limi
     assert stack.workers["query"].poll() is None
     after = jobs.wait(jobs.submit(jobs.step("query", "run", sql="select 42 as answer")).job_id, timeout=60)
     assert after["status"] == "succeeded"
+
+
+@pytest.fixture
+def hard_limit(stack):
+    _restart_query_worker(stack, PUDATO_BROKER__QUEUES__QUERY__SOFT_TIME_LIMIT_S="8",
+                          PUDATO_BROKER__QUEUES__QUERY__TIME_LIMIT_S="8")
+    yield
+    _restart_query_worker(stack)
+
+
+@contextmanager
+def _catalog_locked(stack) -> Iterator[None]:
+    """Every lake statement waits while this holds the lake catalog's snapshot table."""
+    con = psycopg2.connect(host="127.0.0.1", port=stack.postgres["port"], user="postgres", dbname="pudato_lake")
+    try:
+        with con.cursor() as cursor:
+            cursor.execute("LOCK TABLE ducklake_snapshot IN ACCESS EXCLUSIVE MODE")
+        yield
+    finally:
+        con.rollback()
+        con.close()
+
+
+def test_a_step_no_interrupt_reaches_is_killed_at_the_hard_limit_and_recorded_once(stack, hard_limit):
+    stack.client("s3").put_object(Bucket="pudato-test", Key="limits/hard.csv", Body=b"id,name\n1,a\n2,b\n")
+    loaded = jobs.wait(jobs.submit(jobs.step("table", "load", table="hard_limit_rows", key="limits/hard.csv")).job_id,
+                       timeout=180)  # fmt: skip
+    assert loaded["status"] == "succeeded", loaded
+    with _catalog_locked(stack):
+        job = jobs.submit(jobs.step("query", "run", sql="select count(*) as n from hard_limit_rows"))
+        record = jobs.wait(job.job_id, timeout=120)
+    (step,) = record["steps"]
+    assert step["status"] == "failed"
+    assert step["error"]["type"] == "LimitExceeded"
+    assert "hard time limit of 8 s" in step["error"]["message"]
+    assert "PUDATO_BROKER__QUEUES__QUERY__TIME_LIMIT_S" in step["error"]["message"]
+    assert step["attempts"] == 1
+    assert stack.workers["query"].poll() is None
+    after = jobs.wait(jobs.submit(jobs.step("query", "run", sql="select count(*) as n from hard_limit_rows")).job_id,
+                      timeout=120)  # fmt: skip
+    assert after["status"] == "succeeded", after
+    assert after["steps"][0]["data"]["rows"] == [[2]]
+

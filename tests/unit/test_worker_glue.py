@@ -14,15 +14,22 @@ import pytest
 from celery import Celery
 from celery._state import _task_stack
 
-from pudato import jobs
+from pudato import deadline, jobs
 from pudato.errors import BackendUnavailable, QueryFailed
 from pudato.handlers.base import Handler, PingPayload, action
 from pudato.pipelines import from_description
-from pudato.protocol import JOB_HEADER, Outcome
+from pudato.protocol import JOB_HEADER, ErrorInfo, Outcome
 from pudato.settings import get_settings
 from pudato.signing import platform_key, sign
 from workers.signals import carry_job_id
-from workers.steps import MAX_TRANSIENT_RETRIES, CommandRefused, HandlerTask, StepFailed, run_step
+from workers.steps import (
+    MAX_TRANSIENT_RETRIES,
+    CommandRefused,
+    HandlerTask,
+    StepFailed,
+    run_step,
+    stopped_by_soft_limit,
+)
 
 
 class ScriptedHandler(Handler):
@@ -160,3 +167,13 @@ def test_a_described_canvas_rebuilds_the_same_shape_with_fresh_ids() -> None:
     assert _without_ids(rebuilt) == _without_ids(described)
     assert set(_step_ids(rebuilt)).isdisjoint(_step_ids(described))
     assert len(_step_ids(rebuilt)) == 5
+
+
+def test_duckdb_interrupted_after_the_deadline_counts_as_the_soft_limit() -> None:
+    interrupted = ErrorInfo(type="RuntimeError", kind="error", message="Query interrupted")
+    with deadline.step_deadline(0.0, "PUDATO_BROKER__QUEUES__QUERY__SOFT_TIME_LIMIT_S"):
+        assert stopped_by_soft_limit(interrupted)
+    with deadline.step_deadline(600.0):
+        assert not stopped_by_soft_limit(interrupted)  # someone else interrupted it: not a limit
+    assert not stopped_by_soft_limit(interrupted)
+    assert stopped_by_soft_limit(ErrorInfo(type="SoftTimeLimitExceeded", kind="error", message=""))
