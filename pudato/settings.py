@@ -126,6 +126,10 @@ class TransformSettings(_Section):
     allow_hooks: bool = False
     # dbt deps may fetch hub, git and tarball packages (network from the worker, to any URL).
     allow_package_downloads: bool = False
+    # namespace: the dbt child runs in user, network, mount and pid namespaces of its own (util-linux
+    # unshare), where only the lake's endpoints answer. hook: Python's audit hook alone (a subprocess or
+    # ctypes gets past it), for hosts that allow no user namespaces.
+    network_isolation: Literal["namespace", "hook"] = "namespace"
     env_vars: list[str] = Field(default_factory=list)
     recycle_after: int = Field(default=200, ge=1)
     # Credentials for dbt's builds only (least privilege): an S3 key allowed only the lake's data

@@ -6,7 +6,9 @@ test file can import this module; fixtures stay in the conftest files.
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,3 +65,25 @@ def drain(stack: Any, url: str, settle_s: float = 3.0) -> list[str]:
         if messages:
             quiet_since = time.monotonic()
     return bodies
+
+
+class CountingListener:
+    """A TCP server on 127.0.0.1 that counts the connections it accepts (``close()`` when done)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.server.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.server.close()

@@ -7,15 +7,14 @@ is the lake's S3 endpoint in the worker's settings.
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CountingListener
 
 from pudato.backends.transform.network import sandbox_endpoints
 from pudato.backends.transform.sandboxed import SandboxedRunner
@@ -36,34 +35,15 @@ def model(dbt, session):
 """
 
 
-class _Listener:
-    """A TCP server on 127.0.0.1 that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            connection.close()
-
-
 @pytest.fixture(scope="module")
-def listener() -> Iterator[_Listener]:
-    server = _Listener()
+def listener() -> Iterator[CountingListener]:
+    server = CountingListener()
     yield server
-    server.server.close()
+    server.close()
 
 
 @pytest.fixture(scope="module")
-def probe_repo(tmp_path_factory: pytest.TempPathFactory, listener: _Listener) -> dict[str, str]:
+def probe_repo(tmp_path_factory: pytest.TempPathFactory, listener: CountingListener) -> dict[str, str]:
     repo = tmp_path_factory.mktemp("netprobe") / "repo"
     (repo / "models").mkdir(parents=True)
     (repo / "dbt_project.yml").write_text(PROJECT)
@@ -97,7 +77,7 @@ def _build(root: Path, repo: dict[str, str], aws: AWSSettings) -> Result:
 
 
 def test_a_python_model_cannot_connect_to_another_host(
-    tmp_path: Path, probe_repo: dict[str, str], listener: _Listener
+    tmp_path: Path, probe_repo: dict[str, str], listener: CountingListener
 ) -> None:
     before = listener.accepted
     result = _build(tmp_path, probe_repo, AWSSettings(endpoint_url="http://127.0.0.1:9"))
@@ -110,7 +90,7 @@ def test_a_python_model_cannot_connect_to_another_host(
 
 
 def test_a_python_model_reaches_the_lakes_endpoint(
-    tmp_path: Path, probe_repo: dict[str, str], listener: _Listener
+    tmp_path: Path, probe_repo: dict[str, str], listener: CountingListener
 ) -> None:
     before = listener.accepted
     result = _build(tmp_path, probe_repo, AWSSettings(endpoint_url=f"http://127.0.0.1:{listener.port}"))

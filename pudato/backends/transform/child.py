@@ -9,7 +9,9 @@ process ends when stdin closes (the worker stopped, or recycled it).
 
 Its arguments are the network it may use (:mod:`.network`): ``--network
 host:port`` for each endpoint, or ``--any-network`` when package downloads are
-allowed. The guard goes in before dbt is imported.
+allowed. With ``--channel-fd N`` it runs in namespaces of its own
+(:mod:`.isolation`) and first hands the worker its endpoints' listeners on
+descriptor N. Both go in before dbt is imported.
 """
 
 from __future__ import annotations
@@ -17,33 +19,41 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import shutil
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pudato.backends.transform import SANDBOX_PREFIX, DbtInvocation
 from pudato.backends.transform.engine import DbtEngine
+from pudato.backends.transform.isolation import open_endpoints
 from pudato.backends.transform.network import install_guard
 from pudato.errors import PudatoError
 
 
 def serve(argv: list[str]) -> None:
+    options = dict(itertools.pairwise(argv))
+    endpoints = [value for flag, value in itertools.pairwise(argv) if flag == "--network"]
+    if "--channel-fd" in options:
+        open_endpoints(endpoints, int(options["--channel-fd"]), Path(tempfile.gettempdir()))
     if "--any-network" not in argv:
-        install_guard([value for flag, value in itertools.pairwise(argv) if flag == "--network"])
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+        install_guard(endpoints)
+    busy = threading.Event()
+    threading.Thread(target=_exit_when_orphaned, args=(busy,), daemon=True).start()
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # dbt (and anything a model prints) must never write into the answers
     sys.stdout = sys.stderr
     engine = DbtEngine(temp_root=Path(tempfile.gettempdir()))  # the private folder the worker made
     try:
         for line in sys.stdin:
+            busy.set()
             answers.write(json.dumps(_answer(engine, line), default=str) + "\n")
             answers.flush()
+            busy.clear()
     finally:
         engine.close()
         folder = Path(tempfile.gettempdir())
@@ -51,10 +61,19 @@ def serve(argv: list[str]) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _exit_when_orphaned(parent: int) -> None:
-    """End at once if the worker is gone (SIGKILLed by a hard time limit, say), even mid-query."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
+def _exit_when_orphaned(busy: threading.Event) -> None:
+    """End at once if the worker is gone (SIGKILLed by a hard time limit, say), even mid-query.
+
+    The worker holds the only writing end of stdin, so its end is a hang-up there; the
+    parent's pid cannot tell, as in a pid namespace of its own the child has none. An
+    idle child is left to end its loop and close the engine itself.
+    """
+    hangup = select.poll()
+    hangup.register(sys.stdin.fileno(), 0)  # no events asked: only a hang-up or an error wakes it
+    while not hangup.poll():
+        pass
+    if not busy.is_set():
+        return
     folder = Path(tempfile.gettempdir())
     if folder.name.startswith(SANDBOX_PREFIX):
         shutil.rmtree(folder, ignore_errors=True)

@@ -15,9 +15,12 @@ replaced if it dies. The child gets:
 * DuckDB locked down once the warehouse is attached (:mod:`.lockdown`): no file
   or URL outside the lake's data, the project and the temp folder, no new
   ATTACH, no extension loading, no switching the settings back;
+* a network of its own (``isolate_network``, :mod:`.isolation`): user,
+  network, mount and pid namespaces where only the lake's S3 endpoint and the
+  catalog answer, through a relay in the worker (:mod:`.relay`);
 * a network guard on its Python code (:mod:`.network`): sockets only to the
   lake's S3 endpoint and the catalog (``network``; None leaves the network open,
-  for package downloads).
+  for package downloads, and the child in the worker's network).
 
 Python models and hooks are refused in the child, on the parsed manifest
 (:mod:`.policy`), unless the settings allow them.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,11 +51,16 @@ from pudato.backends.transform import (
     TransformRefused,
     TransformRunner,
 )
+from pudato.backends.transform.isolation import command as isolation_command
+from pudato.backends.transform.isolation import listen_addresses
 from pudato.backends.transform.network import sandbox_endpoints
+from pudato.backends.transform.relay import Relay
+from pudato.errors import ConfigurationError
 from pudato.settings import Settings, environment_values
 
 _LOCKDOWN_PLUGIN = "pudato.backends.transform.lockdown"
 _STDERR_TAIL = 2_000
+_NETWORK_READY_S = 60.0  # the child's first words, on a busy machine: Python starting, namespaces made
 _BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -74,21 +83,46 @@ class _ChildGone(Exception):
 
 
 class _Child:
-    """One child process and its private folder."""
+    """One child process, its private folder, and (isolated) the relay to its endpoints."""
 
-    def __init__(self, python: str, env_vars: dict[str, str], network: list[str] | None) -> None:
+    def __init__(self, python: str, env_vars: dict[str, str], network: list[str] | None, isolate: bool) -> None:
+        argv = [python, "-m", "pudato.backends.transform.child", *_network_args(network)]
+        if isolate and network is not None:
+            listen_addresses(network)  # an endpoint the namespace cannot name fails here, clearly
+            argv = [*isolation_command(_unshare()), *argv]
         self.folder = Path(tempfile.mkdtemp(prefix=SANDBOX_PREFIX))
         env = {**_BASE_ENV, **env_vars, "HOME": str(self.folder), "TMPDIR": str(self.folder),
                "PYTHONPATH": str(Path(pudato.__file__).resolve().parents[1])}  # fmt: skip
         self.stderr = open(self.folder / "stderr.log", "w+b")  # noqa: SIM115 - lives as long as the child
+        ours, theirs = socket.socketpair() if isolate and network is not None else (None, None)
+        if theirs is not None:
+            argv = [*argv, "--channel-fd", str(theirs.fileno())]
         self.process = subprocess.Popen(
-            [python, "-m", "pudato.backends.transform.child", *_network_args(network)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            env=env, cwd=self.folder, close_fds=True,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            env=env, cwd=self.folder, close_fds=True, pass_fds=() if theirs is None else (theirs.fileno(),),
         )  # fmt: skip
         self.pid, self.invocations = os.getpid(), 0
+        self.relay = None if ours is None else self._relay(ours, theirs)
         # The folder goes when the runner is dropped or the worker exits, whichever comes first.
-        self._finalizer = weakref.finalize(self, _stop, self.process, self.folder, self.stderr, self.pid)
+        self._finalizer = weakref.finalize(self, _stop, self.process, self.folder, self.stderr, self.pid, self.relay)
+
+    def _relay(self, ours: socket.socket, theirs: socket.socket | None) -> Relay:
+        if theirs is not None:
+            theirs.close()  # the child's end: kept open here, it would hide the child's death
+        try:
+            with ours:
+                return Relay.receive(ours, timeout_s=_NETWORK_READY_S)
+        except OSError as exc:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            tail = self.stderr_tail()
+            self.stderr.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise ConfigurationError(
+                f"the transform sandbox could not give dbt a network of its own ({exc}; {tail}): this host must "
+                "allow user and network namespaces (util-linux unshare; in a container, a seccomp profile that "
+                "permits them), or set PUDATO_TRANSFORM__NETWORK_ISOLATION=hook to rely on the Python audit hook only"
+            ) from None
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         # A ping first: a child that died since the last step (and whose pipes a grandchild may
@@ -137,7 +171,19 @@ def _network_args(network: list[str] | None) -> list[str]:
     return [arg for endpoint in network for arg in ("--network", endpoint)]
 
 
-def _stop(process: subprocess.Popen[bytes], folder: Path, stderr: IO[bytes], pid: int) -> None:
+def _unshare() -> str:
+    found = shutil.which("unshare")
+    if found is None:
+        raise ConfigurationError(
+            "the transform sandbox runs dbt in namespaces of its own with util-linux's unshare, which is not "
+            "installed: install util-linux, or set PUDATO_TRANSFORM__NETWORK_ISOLATION=hook"
+        )
+    return found
+
+
+def _stop(process: subprocess.Popen[bytes], folder: Path, stderr: IO[bytes], pid: int, relay: Relay | None) -> None:
+    if relay is not None:
+        relay.close()
     if pid == os.getpid():  # a child made before a fork belongs to the parent
         _close_quietly(process.stdin)
         try:
@@ -164,10 +210,16 @@ class SandboxedRunner(TransformRunner):
     kind: ClassVar[str] = "sandboxed"
 
     def __init__(self, env_vars: dict[str, str] | None = None, recycle_after: int = 200,
-                 python: str = sys.executable, network: Sequence[str] | None = ()) -> None:  # fmt: skip
-        """``network``: the ``host:port`` endpoints the child's Python code may reach (default none); None: any."""
+                 python: str = sys.executable, network: Sequence[str] | None = (),
+                 isolate_network: bool = True) -> None:  # fmt: skip
+        """``network``: the ``host:port`` endpoints the child may reach (default none); None: any.
+
+        ``isolate_network``: the operating system enforces ``network`` (namespaces); False leaves
+        it to the Python audit hook.
+        """
         self.env_vars = dict(env_vars or {})
         self.network = None if network is None else list(network)
+        self.isolate_network = isolate_network
         self.recycle_after = recycle_after
         self.python = python
         self._child: _Child | None = None
@@ -177,7 +229,8 @@ class SandboxedRunner(TransformRunner):
     def from_settings(cls, settings: Settings) -> SandboxedRunner:
         transform = settings.transform
         network = None if transform.allow_package_downloads else sandbox_endpoints(settings)
-        return cls(environment_values(transform.env_vars), transform.recycle_after, network=network)
+        return cls(environment_values(transform.env_vars), transform.recycle_after, network=network,
+                   isolate_network=transform.network_isolation == "namespace")  # fmt: skip
 
     def invoke(self, invocation: DbtInvocation) -> DbtResult:
         with self._lock:
@@ -222,7 +275,7 @@ class SandboxedRunner(TransformRunner):
             self._drop()
             child = None
         if child is None:
-            child = self._child = _Child(self.python, self.env_vars, self.network)
+            child = self._child = _Child(self.python, self.env_vars, self.network, self.isolate_network)
         return child
 
     def _drop(self) -> None:
