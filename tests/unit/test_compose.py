@@ -89,6 +89,15 @@ def test_flower_requires_a_login(compose: dict[str, Any]) -> None:
     assert _is_required_interpolation(flower["environment"]["PUDATO_FLOWER__BASIC_AUTH"])
 
 
+def test_only_the_transform_worker_may_make_the_sandbox_namespaces(compose: dict[str, Any]) -> None:
+    relaxed = {name for name, service in compose["services"].items() if service.get("security_opt")}
+    assert relaxed == {"worker-transform"}
+    options = compose["services"]["worker-transform"]["security_opt"]
+    assert sorted(options) == ["apparmor=unconfined", "seccomp=unconfined", "systempaths=unconfined"]
+    assert "privileged" not in compose["services"]["worker-transform"]
+    assert "cap_add" not in compose["services"]["worker-transform"]
+
+
 def test_every_variable_compose_needs_is_in_env_example_without_a_password(compose: dict[str, Any]) -> None:
     example = {}
     for line in (REPO / ".env.example").read_text().splitlines():

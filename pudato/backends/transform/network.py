@@ -15,9 +15,9 @@ What it does not cover:
   connect from C++, so DuckDB's reach is governed by DuckDB's own lockdown
   (:mod:`.lockdown`), not by this hook;
 * code set on escaping: ``ctypes`` calls libc's ``connect`` directly, and a
-  subprocess is a new interpreter without the hook. Against that only the
-  operating system helps (an egress firewall, a network namespace, a security
-  group), which is the operator's to configure.
+  subprocess is a new interpreter without the hook. Against that the child runs
+  in a network namespace of its own (:mod:`.isolation`), unless a deployment
+  chose the hook alone (``PUDATO_TRANSFORM__NETWORK_ISOLATION=hook``).
 
 ``dbt deps`` fetches packages from anywhere, so the guard is not installed when
 ``PUDATO_TRANSFORM__ALLOW_PACKAGE_DOWNLOADS`` is on.
