@@ -76,6 +76,8 @@ class Relay:
             inside.close()
             return
         outside.settimeout(None)
+        for joined in (inside, outside):  # the catalog's small messages must not wait for Nagle's algorithm
+            joined.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         back = threading.Thread(target=_pump, args=(outside, inside), daemon=True)
         back.start()
         _pump(inside, outside)
