@@ -35,20 +35,25 @@ class Relay:
                              name=f"pudato-relay {endpoint}").start()  # fmt: skip
 
     @classmethod
-    def receive(cls, channel: socket.socket, timeout_s: float, connect_timeout_s: float = 15.0) -> Relay:
-        """The relay for the listeners the child sends on ``channel``; OSError if it sends none in ``timeout_s``."""
+    def receive(cls, channel: socket.socket, endpoints: list[str], timeout_s: float,
+                connect_timeout_s: float = 15.0) -> Relay:  # fmt: skip
+        """The relay for ``endpoints``, on the listeners the child sends on ``channel``, in that order.
+
+        OSError if the child sends nothing within ``timeout_s``, or other endpoints than it was
+        given: the worker connects only where its own settings say, whatever the child claims.
+        """
         channel.settimeout(timeout_s)
         message, fds, _, _ = socket.recv_fds(channel, 64 * 1024, _MAX_ENDPOINTS)
         listeners = [socket.socket(fileno=fd) for fd in fds]
+        problem = None
         if not message:
+            problem = "the sandboxed dbt process ended before it opened its network"
+        elif json.loads(message) != endpoints or len(listeners) != len(endpoints):
+            problem = f"the sandboxed dbt process opened {len(listeners)} listeners, not one for each of {endpoints}"
+        if problem is not None:
             for listener in listeners:
                 listener.close()
-            raise OSError("the sandboxed dbt process ended before it opened its network")
-        endpoints = [str(endpoint) for endpoint in json.loads(message)]
-        if len(endpoints) != len(listeners):
-            for listener in listeners:
-                listener.close()
-            raise OSError(f"the sandboxed dbt process sent {len(listeners)} listeners for {len(endpoints)} endpoints")
+            raise OSError(problem)
         return cls(listeners, endpoints, connect_timeout_s)
 
     def close(self) -> None:

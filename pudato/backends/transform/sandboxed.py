@@ -102,16 +102,16 @@ class _Child:
             env=env, cwd=self.folder, close_fds=True, pass_fds=() if theirs is None else (theirs.fileno(),),
         )  # fmt: skip
         self.pid, self.invocations = os.getpid(), 0
-        self.relay = None if ours is None else self._relay(ours, theirs)
+        self.relay = None if ours is None else self._relay(ours, theirs, network or [])
         # The folder goes when the runner is dropped or the worker exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _stop, self.process, self.folder, self.stderr, self.pid, self.relay)
 
-    def _relay(self, ours: socket.socket, theirs: socket.socket | None) -> Relay:
+    def _relay(self, ours: socket.socket, theirs: socket.socket | None, network: list[str]) -> Relay:
         if theirs is not None:
             theirs.close()  # the child's end: kept open here, it would hide the child's death
         try:
             with ours:
-                return Relay.receive(ours, timeout_s=_NETWORK_READY_S)
+                return Relay.receive(ours, network, timeout_s=_NETWORK_READY_S)
         except OSError as exc:
             self.process.kill()
             self.process.wait(timeout=30)
@@ -218,7 +218,7 @@ class SandboxedRunner(TransformRunner):
         it to the Python audit hook.
         """
         self.env_vars = dict(env_vars or {})
-        self.network = None if network is None else list(network)
+        self.network = None if network is None else list(dict.fromkeys(network))  # one listener an endpoint
         self.isolate_network = isolate_network
         self.recycle_after = recycle_after
         self.python = python
