@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import duckdb
 import pytest
-from helpers import CountingListener, git
+from helpers import CountingListener, git, wait_for
 
 from pudato.backends.transform.isolation import listen_addresses
 from pudato.backends.transform.sandboxed import SandboxedRunner, _unshare
@@ -162,3 +164,58 @@ def test_without_unshare_the_sandbox_says_what_to_install_or_set(
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigurationError, match=r"util-linux.*PUDATO_TRANSFORM__NETWORK_ISOLATION=hook"):
         _unshare()
+
+
+WORKER = """
+from pathlib import Path
+from pudato.backends.transform.sandboxed import SandboxedRunner
+from pudato.handlers.transform import TransformHandler
+from pudato.protocol import Command
+from pudato.settings import LogicSettings, Settings, WarehouseSettings
+
+root = Path({root!r})
+settings = Settings(_env_file=None, warehouse=WarehouseSettings(path=root / "w.duckdb"),
+                    logic=LogicSettings(cache_dir=root / "cache"))
+handler = TransformHandler(settings, runner=SandboxedRunner.from_settings(settings))
+handler.execute(Command(handler="transform", action="build", job_id="job-slow", logic_repo={url!r},
+                        logic_version={sha!r}))
+"""
+
+
+def _sandbox_processes(folder: Path) -> list[int]:
+    """The processes working in ``folder`` (the sandbox's unshare and its child both start there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "cwd") == str(folder):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone, or not ours to read
+    return found
+
+
+def test_when_the_worker_dies_mid_build_the_sandbox_ends_and_leaves_nothing(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "dbt_project.yml").write_text(PROJECT)
+    (repo / "models" / "slow.sql").write_text("select count(*) as n from range(100000000000) t(i) where i % 7 = 3\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "slow")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    script = WORKER.format(root=str(tmp_path), url=str(repo), sha=git(repo, "rev-parse", "HEAD"))
+    worker = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TMPDIR": str(temp)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        folder = wait_for(lambda: next(iter(temp.glob("pudato-sandbox-*")), None), 120, "no sandbox started")
+        wait_for(lambda: len(_sandbox_processes(folder)) >= 2, 120, "the sandbox's child did not start")
+        # Killed mid-build, not mid-start: dbt writes its profile into the folder when a build begins.
+        wait_for(lambda: {path.name for path in folder.iterdir()} - {"hosts", "stderr.log"}, 120,
+                 "the build did not begin")  # fmt: skip
+    finally:
+        worker.kill()
+        worker.wait(timeout=60)
+    wait_for(lambda: not _sandbox_processes(folder), 60, "the sandbox outlived its worker")
+    wait_for(lambda: not folder.exists(), 60, "the sandbox's private folder stayed behind")

@@ -56,9 +56,6 @@ def serve(argv: list[str]) -> None:
             busy.clear()
     finally:
         engine.close()
-        folder = Path(tempfile.gettempdir())
-        if folder.name.startswith(SANDBOX_PREFIX):  # the worker is gone: nobody else will remove it
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _exit_when_orphaned(busy: threading.Event) -> None:
@@ -74,10 +71,22 @@ def _exit_when_orphaned(busy: threading.Event) -> None:
         pass
     if not busy.is_set():
         return
-    folder = Path(tempfile.gettempdir())
-    if folder.name.startswith(SANDBOX_PREFIX):
-        shutil.rmtree(folder, ignore_errors=True)
+    _remove_private_folder()
     os._exit(1)
+
+
+def _remove_private_folder() -> None:
+    """The worker made the folder and removes it; once the worker is gone, nobody else will."""
+    if _worker_gone():
+        folder = Path(tempfile.gettempdir())
+        if folder.name.startswith(SANDBOX_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _worker_gone() -> bool:
+    hangup = select.poll()
+    hangup.register(sys.stdin.fileno(), 0)
+    return bool(hangup.poll(0))
 
 
 def _answer(engine: DbtEngine, line: str) -> dict[str, Any]:
@@ -95,4 +104,7 @@ def _answer(engine: DbtEngine, line: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1:])
+    try:
+        serve(sys.argv[1:])
+    finally:  # at the end of stdin, and after a failure at any point, the worker's death included
+        _remove_private_folder()
