@@ -65,10 +65,7 @@ def _exit_when_orphaned(busy: threading.Event) -> None:
     parent's pid cannot tell, as in a pid namespace of its own the child has none. An
     idle child is left to end its loop and close the engine itself.
     """
-    hangup = select.poll()
-    hangup.register(sys.stdin.fileno(), 0)  # no events asked: only a hang-up or an error wakes it
-    while not hangup.poll():
-        pass
+    _worker_gone(wait=True)
     if not busy.is_set():
         return
     _remove_private_folder()
@@ -77,16 +74,17 @@ def _exit_when_orphaned(busy: threading.Event) -> None:
 
 def _remove_private_folder() -> None:
     """The worker made the folder and removes it; once the worker is gone, nobody else will."""
-    if _worker_gone():
+    if _worker_gone(wait=False):
         folder = Path(tempfile.gettempdir())
         if folder.name.startswith(SANDBOX_PREFIX):
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _worker_gone() -> bool:
+def _worker_gone(wait: bool) -> bool:
+    """Whether stdin has hung up (with ``wait``, once it has)."""
     hangup = select.poll()
-    hangup.register(sys.stdin.fileno(), 0)
-    return bool(hangup.poll(0))
+    hangup.register(sys.stdin.fileno(), 0)  # no events asked: only a hang-up or an error wakes it
+    return bool(hangup.poll(None if wait else 0))
 
 
 def _answer(engine: DbtEngine, line: str) -> dict[str, Any]:
