@@ -28,6 +28,7 @@ from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command, Result
 from pudato.settings import AWSSettings, LogicSettings, Settings, TransformSettings, WarehouseSettings
 
+CANARY = "canary-worker-secret-9d2e71"
 PROJECT = "name: netns\nversion: '1.0.0'\nconfig-version: 2\nprofile: netns\n"
 PROBE = """
 import json, socket
@@ -36,6 +37,11 @@ for label, host, port in {targets!r}:
     try:
         socket.create_connection((host, port), timeout=10).close()
         outcome[label] = "reached"
+    except OSError as exc:
+        outcome[label] = type(exc).__name__
+for label, path in {files!r}:
+    try:
+        outcome[label] = open(path).read().strip() or "empty"
     except OSError as exc:
         outcome[label] = type(exc).__name__
 try:
@@ -75,14 +81,36 @@ def elsewhere() -> Iterator[CountingListener]:
 
 
 @pytest.fixture(scope="module")
+def worker_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A worker's folder with its ``.env``, and its user's home with AWS credentials: both hold the canary."""
+    root = tmp_path_factory.mktemp("worker")
+    (root / "work").mkdir()
+    (root / "work" / ".env").write_text(f"PUDATO_AWS__SECRET_ACCESS_KEY={CANARY}\n")
+    (root / "home" / ".aws").mkdir(parents=True)
+    (root / "home" / ".aws" / "credentials").write_text(f"[default]\naws_secret_access_key = {CANARY}\n")
+    return {"work": root / "work", "home": root / "home"}
+
+
+@pytest.fixture
+def as_worker(worker_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(worker_files["work"])
+    monkeypatch.setenv("HOME", str(worker_files["home"]))
+
+
+@pytest.fixture(scope="module")
 def probe_repo(
-    tmp_path_factory: pytest.TempPathFactory, lake: CountingListener, elsewhere: CountingListener
+    tmp_path_factory: pytest.TempPathFactory,
+    lake: CountingListener,
+    elsewhere: CountingListener,
+    worker_files: dict[str, Path],
 ) -> dict[str, str]:
     repo = tmp_path_factory.mktemp("netns") / "repo"
     (repo / "models").mkdir(parents=True)
     (repo / "dbt_project.yml").write_text(PROJECT)
     targets = [("elsewhere", "127.0.0.1", elsewhere.port), ("lake_by_name", "localhost", lake.port)]
-    probe = PROBE.format(targets=targets, worker=os.getpid())
+    files = [("dot_env", str(worker_files["work"] / ".env")),
+             ("aws_credentials", str(worker_files["home"] / ".aws" / "credentials"))]  # fmt: skip
+    probe = PROBE.format(targets=targets, files=files, worker=os.getpid())
     (repo / "models" / "probe.py").write_text(MODEL.format(probe=probe))
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
@@ -112,6 +140,7 @@ def _build(root: Path, repo: dict[str, str], endpoint: str, isolation: Isolation
     return result, json.loads(said)
 
 
+@pytest.mark.usefixtures("as_worker")
 def test_a_subprocess_in_the_sandbox_reaches_the_lake_by_name_and_nothing_else(
     tmp_path: Path, probe_repo: dict[str, str], lake: CountingListener, elsewhere: CountingListener
 ) -> None:
@@ -121,10 +150,13 @@ def test_a_subprocess_in_the_sandbox_reaches_the_lake_by_name_and_nothing_else(
     assert outcome["lake_by_name"] == "reached"
     assert outcome["elsewhere"] == "ConnectionRefusedError"
     assert outcome["worker_environ"] == "FileNotFoundError"  # its own /proc: the worker is not in it
+    assert outcome["dot_env"] == "empty"
+    assert outcome["aws_credentials"] == "FileNotFoundError"
     assert lake.accepted == before_lake + 1
     assert elsewhere.accepted == before_elsewhere
 
 
+@pytest.mark.usefixtures("as_worker")
 def test_with_the_audit_hook_alone_a_subprocess_gets_out(
     tmp_path: Path, probe_repo: dict[str, str], lake: CountingListener, elsewhere: CountingListener
 ) -> None:
@@ -133,6 +165,8 @@ def test_with_the_audit_hook_alone_a_subprocess_gets_out(
     assert result.status == "succeeded", result.error
     assert outcome["elsewhere"] == "reached"
     assert outcome["worker_environ"] == "read"
+    assert CANARY in outcome["dot_env"]
+    assert CANARY in outcome["aws_credentials"]
     assert elsewhere.accepted == before + 1
 
 

@@ -11,7 +11,7 @@ Its arguments are the network it may use (:mod:`.network`): ``--network
 host:port`` for each endpoint, or ``--any-network`` when package downloads are
 allowed. With ``--channel-fd N`` it runs in namespaces of its own
 (:mod:`.isolation`) and first hands the worker its endpoints' listeners on
-descriptor N. Both go in before dbt is imported.
+descriptor N, with each ``--hide PATH`` hidden. Both go in before dbt is imported.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 from pudato.backends.transform import SANDBOX_PREFIX, DbtInvocation
 from pudato.backends.transform.engine import DbtEngine
-from pudato.backends.transform.isolation import open_endpoints
+from pudato.backends.transform.isolation import hide, open_endpoints
 from pudato.backends.transform.network import install_guard
 from pudato.errors import PudatoError
 
@@ -39,6 +39,7 @@ def serve(argv: list[str]) -> None:
     options = dict(itertools.pairwise(argv))
     endpoints = [value for flag, value in itertools.pairwise(argv) if flag == "--network"]
     if "--channel-fd" in options:
+        hide([value for flag, value in itertools.pairwise(argv) if flag == "--hide"])
         open_endpoints(endpoints, int(options["--channel-fd"]), Path(tempfile.gettempdir()))
     if "--any-network" not in argv:
         install_guard(endpoints)

@@ -13,6 +13,11 @@ worker over an inherited Unix socket; the worker (:mod:`.relay`) accepts on
 them and connects to the real endpoint. A loopback address keeps its own
 address; a host name gets a loopback address of its own through the
 namespace's ``/etc/hosts``, so URLs, ports and TLS host names stay as they are.
+
+The mount namespace also hides (:func:`hide`) where the platform's secrets are
+usually kept on disk: the worker's ``.env`` and its user's credential folders.
+It is a list of known places, not a filesystem sandbox: the child's processes act
+on files as the worker's user.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pudato.errors import ConfigurationError
 
 UNSHARE_FLAGS = ("--user", "--map-root-user", "--net", "--pid", "--fork", "--mount", "--mount-proc", "--kill-child")
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
-_MS_BIND = 4096
+_MS_BIND, _MS_NOSUID, _MS_NODEV = 4096, 2, 4
 _FIRST_NAMED = 10  # names get 127.0.0.10, 127.0.0.11, ...: clear of 127.0.0.1 and of a host's 127.0.1.1
 
 
@@ -96,6 +101,31 @@ def open_endpoints(endpoints: list[str], channel_fd: int, folder: Path) -> None:
         socket.send_fds(channel, [json.dumps(endpoints).encode()], [listener.fileno() for listener in listeners])
     for listener in listeners:  # the worker holds them now; nothing in here may accept the lake's connections
         listener.close()
+
+
+# Where a host keeps credentials for the worker's user: the child sees them empty. Its own HOME
+# is its private folder, so nothing a build needs lives in these.
+HOME_SECRETS = (".aws", ".azure", ".config/gcloud", ".dbt", ".docker", ".git-credentials", ".kube", ".netrc",
+                ".pgpass", ".ssh")  # fmt: skip
+
+
+def secret_paths(home: Path, workdir: Path) -> list[str]:
+    """The existing files and folders to hide from the child: the worker's ``.env`` and its user's credentials."""
+    candidates = [workdir / ".env", *(home / name for name in HOME_SECRETS)]
+    return [str(path) for path in candidates if path.exists()]
+
+
+def hide(paths: list[str]) -> None:
+    """Inside the new mount namespace: an empty folder over each folder, an empty file over each file."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for path in paths:
+        if Path(path).is_dir():
+            status = libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=64k,mode=0700")
+        else:
+            status = libc.mount(b"/dev/null", path.encode(), None, _MS_BIND, None)
+        if status != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, "could not hide it from the sandbox", path)
 
 
 def _loopback_up() -> None:

@@ -52,7 +52,7 @@ from pudato.backends.transform import (
     TransformRunner,
 )
 from pudato.backends.transform.isolation import command as isolation_command
-from pudato.backends.transform.isolation import listen_addresses
+from pudato.backends.transform.isolation import listen_addresses, secret_paths
 from pudato.backends.transform.network import sandbox_endpoints
 from pudato.backends.transform.relay import Relay
 from pudato.errors import ConfigurationError
@@ -96,7 +96,8 @@ class _Child:
         self.stderr = open(self.folder / "stderr.log", "w+b")  # noqa: SIM115 - lives as long as the child
         ours, theirs = socket.socketpair() if isolate and network is not None else (None, None)
         if theirs is not None:
-            argv = [*argv, "--channel-fd", str(theirs.fileno())]
+            hidden = secret_paths(Path.home(), Path.cwd())
+            argv = [*argv, "--channel-fd", str(theirs.fileno()), *(arg for path in hidden for arg in ("--hide", path))]
         self.process = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=env, cwd=self.folder, close_fds=True, pass_fds=() if theirs is None else (theirs.fileno(),),
