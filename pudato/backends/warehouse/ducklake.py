@@ -37,7 +37,14 @@ from pudato import datasets
 from pudato.backends.warehouse import DEFAULT_SCHEMA, TableName, instance_limits, quote_identifier
 from pudato.backends.warehouse.engine import DuckDBEngine, s3_secret_sql
 from pudato.backends.warehouse.session import Session
-from pudato.backends.warehouse.sql import CONNECTION_LOST, WRITE_CONFLICTS, scrubbed, sql_string, translate_error
+from pudato.backends.warehouse.sql import (
+    CATALOG_LOCKED,
+    CONNECTION_LOST,
+    WRITE_CONFLICTS,
+    scrubbed,
+    sql_string,
+    translate_error,
+)
 from pudato.errors import ConfigurationError, PudatoError, SnapshotGone
 from pudato.settings import Settings
 
@@ -56,6 +63,7 @@ class Catalog:
     user: str | None = None
     password: str | None = None
     path: Path | None = None
+    lock_timeout_s: float | None = None  # PostgreSQL's lock_timeout on the catalog's connections
 
     @property
     def name(self) -> str:
@@ -73,6 +81,8 @@ class Catalog:
         password = self.password if with_password else None
         parts += [f"{key}={value}" for key, value in (("host", self.host), ("port", self.port),
                                                        ("user", self.user), ("password", password)) if value]
+        if self.lock_timeout_s:  # a catalog table someone holds fails the statement, rather than stalling it
+            parts.append(f"options='-c lock_timeout={int(self.lock_timeout_s * 1000)}'")
         return "ducklake:postgres:" + " ".join(parts)
 
     def dbt_secret(self) -> dict[str, Any] | None:
@@ -106,18 +116,18 @@ def catalog_from_settings(settings: Settings) -> Catalog:
         if registry.startswith("sqlite"):
             folder = Path(registry.split(":///", 1)[1]).parent if ":///" in registry else Path(".pudato")
             return Catalog("sqlite", path=(folder / "lake.sqlite").resolve())
-        return _postgres(registry, warehouse.catalog_database, password)
+        return _postgres(registry, warehouse.catalog_database, password, warehouse.lock_timeout_s)
     if url.startswith("sqlite:"):
         return Catalog("sqlite", path=Path(url.split(":///", 1)[-1]).resolve())
     if url.startswith("postgres"):
-        return _postgres(url, None, password)
+        return _postgres(url, None, password, warehouse.lock_timeout_s)
     raise ConfigurationError(
         "PUDATO_WAREHOUSE__CATALOG_URL must be postgresql://user@host:port/database or sqlite:///path",
         field="warehouse__catalog_url",
     )
 
 
-def _postgres(url: str, database: str | None, password: str | None) -> Catalog:
+def _postgres(url: str, database: str | None, password: str | None, lock_timeout_s: float) -> Catalog:
     from sqlalchemy.engine import (
         make_url,  # lazy: only the lake with a PostgreSQL catalog needs it
     )
@@ -131,6 +141,7 @@ def _postgres(url: str, database: str | None, password: str | None) -> Catalog:
         port=parsed.port,
         user=parsed.username,
         password=password or parsed.password,
+        lock_timeout_s=lock_timeout_s,
     )
 
 
@@ -151,7 +162,7 @@ class DuckLakeWarehouse(DuckDBEngine):
     enforces_primary_keys = False
     keeps_spare = True
     conflict_markers = WRITE_CONFLICTS
-    open_markers = ("database is locked", "Unable to connect", *CONNECTION_LOST)
+    open_markers = ("database is locked", "Unable to connect", *CONNECTION_LOST, *CATALOG_LOCKED)
 
     def __init__(
         self,

@@ -44,6 +44,10 @@ CONNECTION_LOST = (
     "SSL SYSCALL error",
 )
 
+# PostgreSQL gave up waiting for a lock on the lake's catalog (its lock_timeout, set from
+# PUDATO_WAREHOUSE__LOCK_TIMEOUT_S): someone holds a catalog table. Retried, not failed.
+CATALOG_LOCKED = ("due to lock timeout",)
+
 
 def translate_error(exc: duckdb.Error, statement: str | None = None, scrub: tuple[str, ...] = ()) -> PudatoError:
     """DuckDB's exception as a Pudato error that keeps DuckDB's own message, minus any ``scrub`` text."""
@@ -54,6 +58,11 @@ def translate_error(exc: duckdb.Error, statement: str | None = None, scrub: tupl
     if isinstance(exc, duckdb.PermissionException):
         # Raised by the query sandbox: the SQL tried to reach a file it was not given.
         return UnsafeInput(f"DuckDB refused file access: {text}", **details)
+    if any(marker in text for marker in CATALOG_LOCKED):
+        return BackendUnavailable(
+            f"the lake's catalog stayed locked past the lock timeout (PUDATO_WAREHOUSE__LOCK_TIMEOUT_S): {text}",
+            **details,
+        )
     if any(marker in text for marker in CONNECTION_LOST):
         return BackendUnavailable(f"the warehouse's catalog or storage went away: {text}", **details)
     return QueryFailed(f"DuckDB {type(exc).__name__}: {text}", **details)
