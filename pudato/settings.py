@@ -64,7 +64,8 @@ class WarehouseSettings(_Section):
     backend: Literal["duckdb", "ducklake"] = "duckdb"
     # duckdb: the database file.
     path: Path = Path(".pudato/warehouse.duckdb")
-    # How long an operation waits out another process's lock (duckdb) or retries a write conflict (ducklake).
+    # How long an operation waits out another process's lock (duckdb) or retries a write conflict (ducklake);
+    # also PostgreSQL's lock_timeout on a lake catalog's connections.
     lock_timeout_s: float = 60.0
     max_rows: int = 10_000
     # ducklake: the catalog. A PostgreSQL URL (postgresql://user@host:port/db, the password in
