@@ -16,12 +16,8 @@ from pydantic import SecretStr
 from pudato import datasets
 from pudato.backends.storage.local import LocalStorage
 from pudato.backends.warehouse import parse_table_name, warehouse_backend
-from pudato.backends.warehouse.ducklake import (
-    Catalog,
-    DuckLakeWarehouse,
-    catalog_from_settings,
-    ensure_catalog,
-)
+from pudato.backends.warehouse.ducklake import DuckLakeWarehouse, ensure_catalog
+from pudato.backends.warehouse.lake_catalog import Catalog, catalog_from_settings
 from pudato.errors import SnapshotGone
 from pudato.handlers.query import QueryHandler
 from pudato.handlers.table import TableHandler

@@ -57,7 +57,7 @@ def sandbox_endpoints(settings: Settings) -> list[str]:
             bucket = data_path.removeprefix("s3://").split("/", 1)[0]
             endpoints.append(f"{bucket}.s3.{aws.region}.amazonaws.com:443")
     if settings.warehouse.backend == "ducklake":
-        from pudato.backends.warehouse.ducklake import catalog_from_settings  # lazy: only the lake has one
+        from pudato.backends.warehouse.lake_catalog import catalog_from_settings  # lazy: only the lake has one
 
         catalog = catalog_from_settings(settings)
         if catalog.kind == "postgres":
