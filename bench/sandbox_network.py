@@ -13,13 +13,12 @@ Prints both medians and the ratio (namespace / hook).
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.builds import compare, report
 from bench.harness import bench_stack
 from pudato.backends.transform.sandboxed import SandboxedRunner
 from pudato.demo import DATA, RELEASES, make_logic_repo
@@ -27,16 +26,6 @@ from pudato.handlers.table import TableHandler
 from pudato.handlers.transform import TransformHandler
 from pudato.protocol import Command
 from pudato.settings import Settings, StorageSettings
-
-
-def _step(handler: TransformHandler, project: Path, sha: str, job: str) -> float:
-    command = Command(handler="transform", action="build", job_id=job, logic_repo=str(project), logic_version=sha)
-    start = time.perf_counter()
-    result = handler.execute(command)
-    elapsed = time.perf_counter() - start
-    if result.status != "succeeded":
-        raise SystemExit(f"build failed ({job}): {result.error}")
-    return elapsed
 
 
 def main(warm_runs: int = 6) -> None:
@@ -59,20 +48,10 @@ def main(warm_runs: int = 6) -> None:
             transform = settings.transform.model_copy(update={"network_isolation": isolation})
             chosen = settings.model_copy(update={"transform": transform})
             handlers[isolation] = TransformHandler(chosen, runner=SandboxedRunner.from_settings(chosen))
-        first = {name: _step(handler, project, sha, f"{name}-first") for name, handler in handlers.items()}
-        warm: dict[str, list[float]] = {name: [] for name in handlers}
-        for run in range(warm_runs):
-            order = list(handlers) if run % 2 == 0 else list(reversed(handlers))
-            for name in order:
-                warm[name].append(_step(handlers[name], project, sha, f"{name}-{run}"))
-        for handler in handlers.values():
-            handler.runner.close()
+        first, warm = compare(handlers, project, sha, warm_runs)
 
-    median = {name: statistics.median(times) for name, times in warm.items()}
     print(f"sample project dbt build on the lake (PostgreSQL catalog, moto S3), {warm_runs} warm runs each")
-    for name in handlers:
-        print(f"  {name:<9}: first {first[name]:.2f} s, warm median {median[name]:.3f} s "
-              f"{[round(t, 3) for t in warm[name]]}")  # fmt: skip
+    median = report(first, warm, width=9)
     print(f"  ratio namespace (relayed) / hook: median {median['namespace'] / median['hook']:.3f}x, "
           f"best run {min(warm['namespace']) / min(warm['hook']):.3f}x")  # fmt: skip
 

@@ -16,30 +16,18 @@ runs, which a busy machine disturbs least.
 from __future__ import annotations
 
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.builds import compare, report
 from pudato.backends.transform.inprocess import InProcessRunner
 from pudato.backends.transform.sandboxed import SandboxedRunner
 from pudato.demo import load_releases, make_logic_repo
 from pudato.handlers.transform import TransformHandler
-from pudato.protocol import Command
 from pudato.settings import LogicSettings, Settings, WarehouseSettings
-
-
-def _step(handler: TransformHandler, project: Path, sha: str, job: str) -> float:
-    command = Command(handler="transform", action="build", job_id=job, logic_repo=str(project), logic_version=sha)
-    start = time.perf_counter()
-    result = handler.execute(command)
-    elapsed = time.perf_counter() - start
-    if result.status != "succeeded":
-        raise SystemExit(f"build failed ({handler.runner.kind}): {result.error}")
-    return elapsed
 
 
 def main(warm_runs: int = 8) -> None:
@@ -54,22 +42,12 @@ def main(warm_runs: int = 8) -> None:
             "in-process": TransformHandler(settings, runner=InProcessRunner()),
             "sandboxed": TransformHandler(settings, runner=SandboxedRunner()),
         }
-        first = {name: _step(handler, project, sha, f"{name}-first") for name, handler in handlers.items()}
-        warm: dict[str, list[float]] = {name: [] for name in handlers}
-        for run in range(warm_runs):
-            order = list(handlers) if run % 2 == 0 else list(reversed(handlers))
-            for name in order:
-                warm[name].append(_step(handlers[name], project, sha, f"{name}-{run}"))
-        for handler in handlers.values():
-            handler.runner.close()
+        first, warm = compare(handlers, project, sha, warm_runs)
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
-    median = {name: statistics.median(times) for name, times in warm.items()}
     print(f"sample project dbt build step, DuckDB warehouse, {warm_runs} warm runs each (alternating)")
-    for name in handlers:
-        print(f"  {name:<10}: first {first[name]:.2f} s, warm median {median[name]:.3f} s "
-              f"{[round(t, 3) for t in warm[name]]}")  # fmt: skip
+    median = report(first, warm, width=10)
     ratio = median["sandboxed"] / median["in-process"]
     best = min(warm["sandboxed"]) / min(warm["in-process"])
     print(f"  ratio sandboxed / in-process (warm): median {ratio:.3f}x, best run {best:.3f}x  (aim <= 1.3x)")
