@@ -40,14 +40,24 @@ def _restart_query_worker(stack, **env: str) -> None:
 
 
 @pytest.fixture
-def short_limits(stack):
-    _restart_query_worker(stack, PUDATO_BROKER__QUEUES__QUERY__SOFT_TIME_LIMIT_S="3",
-                          PUDATO_BROKER__QUEUES__QUERY__TIME_LIMIT_S="30")
+def query_worker(stack, request):
+    """The query worker restarted with the settings the test passes (``indirect``), and put back after."""
+    _restart_query_worker(stack, **request.param)
     yield
     _restart_query_worker(stack)
 
 
-def test_a_runaway_query_fails_at_its_time_limit_and_runs_once(stack, short_limits):
+def _lake_table(stack, table: str, csv: bytes) -> None:
+    key = f"limits/{table}.csv"
+    stack.client("s3").put_object(Bucket="pudato-test", Key=key, Body=csv)
+    loaded = jobs.wait(jobs.submit(jobs.step("table", "load", table=table, key=key)).job_id, timeout=180)
+    assert loaded["status"] == "succeeded", loaded
+
+
+@pytest.mark.parametrize("query_worker", [{"PUDATO_BROKER__QUEUES__QUERY__SOFT_TIME_LIMIT_S": "3",
+                                           "PUDATO_BROKER__QUEUES__QUERY__TIME_LIMIT_S": "30"}],
+                         ids=["soft-3s"], indirect=True)  # fmt: skip
+def test_a_runaway_query_fails_at_its_time_limit_and_runs_once(stack, query_worker):
     started = time.monotonic()
     job = jobs.submit(jobs.step("query", "run", sql=RUNAWAY))
     record = jobs.wait(job.job_id, timeout=120)
@@ -64,14 +74,6 @@ def test_a_runaway_query_fails_at_its_time_limit_and_runs_once(stack, short_limi
     assert after["status"] == "succeeded"
 
 
-@pytest.fixture
-def hard_limit(stack):
-    _restart_query_worker(stack, PUDATO_BROKER__QUEUES__QUERY__SOFT_TIME_LIMIT_S="8",
-                          PUDATO_BROKER__QUEUES__QUERY__TIME_LIMIT_S="8")
-    yield
-    _restart_query_worker(stack)
-
-
 @contextmanager
 def _catalog_locked(stack) -> Iterator[None]:
     """Every lake statement waits while this holds the lake catalog's snapshot table."""
@@ -85,11 +87,11 @@ def _catalog_locked(stack) -> Iterator[None]:
         con.close()
 
 
-def test_a_step_no_interrupt_reaches_is_killed_at_the_hard_limit_and_recorded_once(stack, hard_limit):
-    stack.client("s3").put_object(Bucket="pudato-test", Key="limits/hard.csv", Body=b"id,name\n1,a\n2,b\n")
-    loaded = jobs.wait(jobs.submit(jobs.step("table", "load", table="hard_limit_rows", key="limits/hard.csv")).job_id,
-                       timeout=180)  # fmt: skip
-    assert loaded["status"] == "succeeded", loaded
+@pytest.mark.parametrize("query_worker", [{"PUDATO_BROKER__QUEUES__QUERY__SOFT_TIME_LIMIT_S": "8",
+                                           "PUDATO_BROKER__QUEUES__QUERY__TIME_LIMIT_S": "8"}],
+                         ids=["both-8s"], indirect=True)  # fmt: skip
+def test_a_step_no_interrupt_reaches_is_killed_at_the_hard_limit_and_recorded_once(stack, query_worker):
+    _lake_table(stack, "hard_limit_rows", b"id,name\n1,a\n2,b\n")
     killed = None
     for _ in range(4):
         with _catalog_locked(stack):
@@ -112,18 +114,9 @@ def test_a_step_no_interrupt_reaches_is_killed_at_the_hard_limit_and_recorded_on
     assert after["steps"][0]["data"]["rows"] == [[2]]
 
 
-@pytest.fixture
-def short_lock_timeout(stack):
-    _restart_query_worker(stack, PUDATO_WAREHOUSE__LOCK_TIMEOUT_S="3")
-    yield
-    _restart_query_worker(stack)
-
-
-def test_a_locked_catalog_fails_the_step_at_the_lock_timeout_and_it_is_retried(stack, short_lock_timeout):
-    stack.client("s3").put_object(Bucket="pudato-test", Key="limits/locked.csv", Body=b"id\n1\n2\n3\n")
-    load = jobs.step("table", "load", table="lock_timeout_rows", key="limits/locked.csv")
-    loaded = jobs.wait(jobs.submit(load).job_id, timeout=180)
-    assert loaded["status"] == "succeeded", loaded
+@pytest.mark.parametrize("query_worker", [{"PUDATO_WAREHOUSE__LOCK_TIMEOUT_S": "3"}], ids=["lock-3s"], indirect=True)
+def test_a_locked_catalog_fails_the_step_at_the_lock_timeout_and_it_is_retried(stack, query_worker):
+    _lake_table(stack, "lock_timeout_rows", b"id\n1\n2\n3\n")
     with _catalog_locked(stack):
         record = jobs.wait(jobs.submit(jobs.step("query", "run", sql="select count(*) from lock_timeout_rows")).job_id,
                            timeout=180)  # fmt: skip
