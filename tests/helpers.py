@@ -87,3 +87,19 @@ class CountingListener:
 
     def close(self) -> None:
         self.server.close()
+
+
+def commit(repo: Path, files: dict[str, str], message: str = "logic") -> str:
+    """Write ``files`` (path in the repository: text) into ``repo`` and commit them; returns the SHA.
+
+    A folder that is not a repository yet becomes one, on branch ``main``.
+    """
+    repo.mkdir(parents=True, exist_ok=True)
+    if not (repo / ".git").exists():
+        git(repo, "init", "-q", "-b", "main")
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")

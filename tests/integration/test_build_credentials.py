@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from helpers import git
+from helpers import commit
 from pydantic import SecretStr
 
 from pudato import devstack
@@ -76,14 +76,8 @@ def _s3(iam_moto: dict[str, Any], user: str) -> Any:
 
 def _build(iam_moto: dict[str, Any], root: Path, builder: str) -> Result:
     repo = root / "repo"
-    (repo / "models").mkdir(parents=True)
-    (repo / "dbt_project.yml").write_text(PROJECT)
-    (repo / "models" / "scoped_rows.sql").write_text(
-        "{{ config(materialized='table') }}\nselect range as id from range(100000)\n"
-    )
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "scoped")
+    model = "{{ config(materialized='table') }}\nselect range as id from range(100000)\n"
+    sha = commit(repo, {"dbt_project.yml": PROJECT, "models/scoped_rows.sql": model}, "scoped")
     platform_id, platform_secret = iam_moto["keys"]["platform"]
     build_id, build_secret = iam_moto["keys"][builder]
     settings = Settings(
@@ -99,7 +93,7 @@ def _build(iam_moto: dict[str, Any], root: Path, builder: str) -> Result:
     ensure_catalog(settings)
     handler = TransformHandler(settings, runner=SandboxedRunner.from_settings(settings))
     command = Command(handler="transform", action="build", job_id=f"job-{builder}", logic_repo=str(repo),
-                      logic_version=git(repo, "rev-parse", "HEAD"))  # fmt: skip
+                      logic_version=sha)  # fmt: skip
     try:
         return handler.execute(command)
     finally:

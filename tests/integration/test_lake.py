@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import git as _git
+from helpers import commit
 
 from pudato import devstack, jobs
 from pudato.backends.warehouse import warehouse_backend
@@ -87,13 +87,7 @@ def people_csv(stack: Any) -> str:
 
 def _logic_repo(root: Path, files: dict[str, str] | None = None) -> tuple[str, str]:
     files = files or {"dbt_project.yml": PROJECT, "models/sources.yml": SOURCES, "models/people_totals.sql": MODEL}
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "people totals")
-    return str(root), _git(root, "rev-parse", "HEAD")
+    return str(root), commit(root, files, "people totals")
 
 
 def _only_step(job: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import commit
 from helpers import git as _git
 
 from pudato import devstack, jobs, pipelines
@@ -92,15 +93,9 @@ def lake(stack, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def logic(lake, tmp_path_factory):
     repo = tmp_path_factory.mktemp("lake-logic") / "lr"
-    repo.mkdir()
     files = {"dbt_project.yml": PROJECT, "models/sources.yml": SOURCES, "models/lr_enriched.sql": ENRICHED,
              "models/lr_totals.sql": TOTALS, "pipelines/lr.yml": PIPELINE}
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "lr")
+    commit(repo, files, "lr")
     return str(repo)
 
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import drain, subscribed_queue
+from helpers import commit, drain, subscribed_queue
 from helpers import git as _git
 
 from pudato import jobs
@@ -37,23 +37,14 @@ HOOK = PROJECT + "on-run-start:\n  - \"copy (select 1 as x) to '{marker}'\"\n"
 
 def _branch(repo: Path, name: str, files: dict[str, str]) -> str:
     _git(repo, "checkout", "-q", "-b", name, "main")
-    for path, text in files.items():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo / path).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", name)
-    return _git(repo, "rev-parse", "HEAD")
+    return commit(repo, files, name)
 
 
 @pytest.fixture(scope="module")
 def hostile(stack, tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile-logic")
     repo = root / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    (repo / "dbt_project.yml").write_text(PROJECT)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "empty project")
+    commit(repo, {"dbt_project.yml": PROJECT}, "empty project")
     marker = root / "pwned"
     return {
         "url": str(repo), "marker": marker,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import commit as _commit
 from helpers import git
 
 from pudato import datasets, devstack, jobs, lineage, pipelines
@@ -37,15 +38,6 @@ steps:
   - {name: build, handler: transform, action: build, payload: {select: [tiny_stg_orders, tiny_fct_totals]}}
 """
 ORDERS = "id,amount\n1,10.5\n2,20\n3,30.25\n"
-
-
-def _commit(repo: Path, files: dict[str, str], message: str) -> str:
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from typing import Literal
 
 import duckdb
 import pytest
-from helpers import CountingListener, git, wait_for
+from helpers import CountingListener, commit, wait_for
 
 from pudato.backends.transform.isolation import listen_addresses
 from pudato.backends.transform.sandboxed import SandboxedRunner, _unshare
@@ -105,17 +105,12 @@ def probe_repo(
     worker_files: dict[str, Path],
 ) -> dict[str, str]:
     repo = tmp_path_factory.mktemp("netns") / "repo"
-    (repo / "models").mkdir(parents=True)
-    (repo / "dbt_project.yml").write_text(PROJECT)
     targets = [("elsewhere", "127.0.0.1", elsewhere.port), ("lake_by_name", "localhost", lake.port)]
     files = [("dot_env", str(worker_files["work"] / ".env")),
              ("aws_credentials", str(worker_files["home"] / ".aws" / "credentials"))]  # fmt: skip
     probe = PROBE.format(targets=targets, files=files, worker=os.getpid())
-    (repo / "models" / "probe.py").write_text(MODEL.format(probe=probe))
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "probe")
-    return {"url": str(repo), "sha": git(repo, "rev-parse", "HEAD")}
+    sha = commit(repo, {"dbt_project.yml": PROJECT, "models/probe.py": MODEL.format(probe=probe)}, "probe")
+    return {"url": str(repo), "sha": sha}
 
 
 def _build(root: Path, repo: dict[str, str], endpoint: str, isolation: Isolation) -> tuple[Result, dict[str, str]]:
@@ -231,15 +226,11 @@ def _sandbox_processes(folder: Path) -> list[int]:
 
 def test_when_the_worker_dies_mid_build_the_sandbox_ends_and_leaves_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    (repo / "models").mkdir(parents=True)
-    (repo / "dbt_project.yml").write_text(PROJECT)
-    (repo / "models" / "slow.sql").write_text("select count(*) as n from range(100000000000) t(i) where i % 7 = 3\n")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "slow")
+    slow = "select count(*) as n from range(100000000000) t(i) where i % 7 = 3\n"
+    sha = commit(repo, {"dbt_project.yml": PROJECT, "models/slow.sql": slow}, "slow")
     temp = tmp_path / "tmp"
     temp.mkdir()
-    script = WORKER.format(root=str(tmp_path), url=str(repo), sha=git(repo, "rev-parse", "HEAD"))
+    script = WORKER.format(root=str(tmp_path), url=str(repo), sha=sha)
     worker = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TMPDIR": str(temp)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:

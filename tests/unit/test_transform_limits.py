@@ -7,12 +7,11 @@ spill only 1 MB.
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from helpers import commit
 
 from pudato.backends.transform.inprocess import InProcessRunner
 from pudato.backends.transform.sandboxed import SandboxedRunner
@@ -32,25 +31,12 @@ SPILL_MODEL = (
 )
 
 
-def _git(repo: Path, *args: str) -> str:
-    command = ["git", "-C", str(repo), "-c", "user.name=Analyst", "-c", "user.email=a@example.org", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("limits") / "repo"
-    (root / "models").mkdir(parents=True)
-    (root / "dbt_project.yml").write_text(PROJECT)
-    (root / "models" / "limits_seen.sql").write_text(SETTINGS_MODEL)
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "settings")
-    settings_sha = _git(root, "rev-parse", "HEAD")
-    (root / "models" / "limits_spill.sql").write_text(SPILL_MODEL)
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "spill")
-    return {"url": str(root), "settings": settings_sha, "spill": _git(root, "rev-parse", "HEAD")}
+    settings_sha = commit(root, {"dbt_project.yml": PROJECT, "models/limits_seen.sql": SETTINGS_MODEL}, "settings")
+    spill_sha = commit(root, {"models/limits_spill.sql": SPILL_MODEL}, "spill")
+    return {"url": str(root), "settings": settings_sha, "spill": spill_sha}
 
 
 @pytest.fixture(scope="module", params=["sandboxed", "inprocess"])

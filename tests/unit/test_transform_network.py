@@ -7,14 +7,13 @@ is the lake's S3 endpoint in the worker's settings.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CountingListener
+from helpers import CountingListener, commit
 
 from pudato.backends.transform.network import sandbox_endpoints
 from pudato.backends.transform.sandboxed import SandboxedRunner
@@ -45,18 +44,8 @@ def listener() -> Iterator[CountingListener]:
 @pytest.fixture(scope="module")
 def probe_repo(tmp_path_factory: pytest.TempPathFactory, listener: CountingListener) -> dict[str, str]:
     repo = tmp_path_factory.mktemp("netprobe") / "repo"
-    (repo / "models").mkdir(parents=True)
-    (repo / "dbt_project.yml").write_text(PROJECT)
-    (repo / "models" / "probe.py").write_text(MODEL.format(port=listener.port))
-
-    def git(*args: str) -> str:
-        command = ["git", "-C", str(repo), "-c", "user.name=Mallory", "-c", "user.email=m@example.org", *args]
-        return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
-
-    git("init", "-q", "-b", "main")
-    git("add", "-A")
-    git("commit", "-q", "-m", "probe")
-    return {"url": str(repo), "sha": git("rev-parse", "HEAD")}
+    sha = commit(repo, {"dbt_project.yml": PROJECT, "models/probe.py": MODEL.format(port=listener.port)}, "probe")
+    return {"url": str(repo), "sha": sha}
 
 
 def _build(root: Path, repo: dict[str, str], aws: AWSSettings) -> Result:
