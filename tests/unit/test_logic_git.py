@@ -9,21 +9,13 @@ from pathlib import Path
 
 import git
 import pytest
+from helpers import commit as _commit
 from helpers import git as _git
 
 from pudato.backends.logic import CheckoutCorrupted, check_ref, check_url, logic_backend
 from pudato.backends.logic.git import GitLogicRepository
 from pudato.errors import NotFound, UnsafeInput
 from pudato.settings import LogicSettings, Settings
-
-
-def _commit(repo: Path, files: dict[str, str], message: str) -> str:
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
-    return _git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture

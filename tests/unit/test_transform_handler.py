@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from helpers import commit as _commit
 from helpers import git
 
 from pudato import datasets
@@ -58,15 +59,6 @@ def _new_repo(path: Path) -> Path:
     git(path, "config", "user.email", "analyst@example.org")
     git(path, "config", "user.name", "Analyst")
     return path
-
-
-def _commit(repo: Path, files: dict[str, str], message: str) -> str:
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture(scope="module", params=["sandboxed", "inprocess"])
