@@ -24,30 +24,11 @@ DATE_FORMAT = {"paid_date": "%d/%m/%Y"}
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,
-        storage={"backend": "local", "local_root": tmp_path / "objects"},
-        warehouse={"path": tmp_path / "db" / "warehouse.duckdb", "lock_timeout_s": 5},
-    )
-
-
-@pytest.fixture
 def storage(settings: Settings) -> LocalStorage:
     store = LocalStorage(settings.storage.local_root)
     for path in [*DATA.glob("*.csv"), *LA.glob("*.csv")]:
         store.put_file(f"raw/{path.name}", path)
     return store
-
-
-@pytest.fixture
-def warehouse(settings: Settings) -> DuckDBWarehouse:
-    return DuckDBWarehouse.from_settings(settings)
-
-
-@pytest.fixture
-def tables(settings: Settings, storage: LocalStorage, warehouse: DuckDBWarehouse) -> TableHandler:
-    return TableHandler(settings, storage, warehouse)
 
 
 def run(handler: TableHandler, **payload) -> Result:

@@ -21,30 +21,11 @@ FY2122 = "general_fund_revenue_fy2021-22.csv"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,
-        storage={"backend": "local", "local_root": tmp_path / "objects"},
-        warehouse={"path": tmp_path / "db" / "warehouse.duckdb", "lock_timeout_s": 5},
-    )
-
-
-@pytest.fixture
 def storage(settings: Settings) -> LocalStorage:
     store = LocalStorage(settings.storage.local_root)
     for name in (FY1718, FY2122):
         store.put_file(f"raw/{name}", LA / name)
     return store
-
-
-@pytest.fixture
-def warehouse(settings: Settings) -> DuckDBWarehouse:
-    return DuckDBWarehouse.from_settings(settings)
-
-
-@pytest.fixture
-def tables(settings: Settings, storage: LocalStorage, warehouse: DuckDBWarehouse) -> TableHandler:
-    return TableHandler(settings, storage, warehouse)
 
 
 def run(handler: TableHandler, action: str, **payload) -> Result:
